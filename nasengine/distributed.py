@@ -1,0 +1,59 @@
+"""Distributed helpers: the same code path for one CPU process and for ``torchrun`` with DDP.
+
+Under ``torchrun`` the environment carries ``RANK``/``WORLD_SIZE``; ``setup()`` then joins the process
+group (NCCL on CUDA, gloo on CPU). Everything else asks ``rank()``/``world_size()`` and works unchanged
+when no group exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def setup() -> torch.device:
+    """Join the process group when launched by torchrun; return this rank's device."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not is_distributed():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def teardown() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def train_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
+    """A sampler that shards ``data`` across ranks, or None outside DDP."""
+    if not is_distributed():
+        return None
+    return DistributedSampler(data, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

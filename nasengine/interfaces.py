@@ -1,0 +1,208 @@
+"""The contract between the engine and its plugins: ``Space``, ``Task`` and ``Strategy``.
+
+A plugin subclasses one of these and is registered under the matching entry-point group
+(``nasengine.spaces``, ``nasengine.tasks``, ``nasengine.strategies``). The engine only ever talks to
+these methods, so a new space needs no strategy code and a new task needs no space code.
+
+Example — a space in a package of your own::
+
+    class TinySpace(Space):
+        name = "tiny"
+        description = "a plain conv net with two kernel choices"
+        choices = (2, 2, 2)
+        out_channels = [16, 32, 64, 128]
+        named = {"all-3x3": (0, 0, 0)}
+
+        def build_supernet(self): ...
+        def build_network(self, arch): ...
+        def extract_network(self, supernet, arch): ...
+
+and in its ``pyproject.toml``::
+
+    [project.entry-points."nasengine.spaces"]
+    tiny = "my_package.tiny:TinySpace"
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+Arch = tuple[int, ...]
+"""One choice index per searchable position, e.g. 20 ints in 0..3."""
+
+
+class Supernet(nn.Module):
+    """A module holding every candidate path; ``activate(arch)`` selects the one ``forward`` runs.
+
+    ``forward(images)`` returns the backbone's feature maps (one per entry of the space's
+    ``out_channels``), so detection heads that call ``backbone(images)`` work unchanged.
+    """
+
+    arch: Arch | None = None
+
+    def activate(self, arch: Arch) -> None:
+        self.arch = tuple(int(c) for c in arch)
+
+
+class Space(ABC):
+    """What can be searched: a supernet of choice blocks and the standalone networks of its paths.
+
+    Constructor keyword arguments are the space's options (e.g. ``width``); ``options`` returns
+    them so a run can be rebuilt from its config.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    choices: tuple[int, ...]
+    out_channels: list[int]
+    named: dict[str, Arch]
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this space (part of every cache key)."""
+        return {}
+
+    @property
+    def size(self) -> int:
+        """Number of architectures in the space."""
+        return math.prod(self.choices)
+
+    @abstractmethod
+    def build_supernet(self) -> Supernet:
+        """A fresh supernet with every choice at every position."""
+
+    @abstractmethod
+    def build_network(self, arch: Arch) -> nn.Module:
+        """A standalone backbone of just this path (same outputs as the supernet's forward)."""
+
+    @abstractmethod
+    def extract_network(self, supernet: Supernet, arch: Arch) -> nn.Module:
+        """``build_network(arch)`` with the path's weights (and BN buffers) copied from ``supernet``."""
+
+    def cost_parts(self, image_size: int) -> Iterator[tuple[int | None, int | None, nn.Module, tuple[int, ...]]]:
+        """Modules to count FLOPs on, each with its input shape, for the lookup table.
+
+        Yields ``(position, choice, module, input_shape)``; ``position`` and ``choice`` are None for
+        the fixed parts (stem, ...). A space that cannot be split this way leaves it unimplemented and
+        FLOPs come from a full trace of ``build_network`` instead.
+        """
+        raise NotImplementedError
+
+    def flops(self, arch: Arch, image_size: int = 224) -> int:
+        """Backbone multiply-accumulates at ``image_size`` (convolutions and linear layers)."""
+        from nasengine.flops import cost_of
+
+        return cost_of(self, arch, image_size).flops
+
+    def params(self, arch: Arch) -> int:
+        """Parameters of the standalone backbone ``build_network(arch)``."""
+        from nasengine.flops import cost_of
+
+        return cost_of(self, arch, 224).params
+
+
+class Task(ABC):
+    """Data + head + loss + metric.
+
+    Splits: ``train`` (training), ``search`` (held out of train, scores candidates), ``test``
+    (separate evaluation data), ``calib`` (a subset of train for BatchNorm recalibration).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    kind: ClassVar[str] = "classification"  # or "detection"
+    splits: ClassVar[tuple[str, ...]] = ("train", "search", "test", "calib")
+    batch_size: int = 32
+    base_lr: ClassVar[float] = 0.1  # the learning rate at ``base_batch_size``; scaled linearly by the engine
+    base_batch_size: ClassVar[int] = 256
+    class_names: list[str]
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this task."""
+        return {}
+
+    @abstractmethod
+    def build_model(self, backbone: nn.Module, out_channels: Sequence[int]) -> nn.Module:
+        """The full model: ``backbone`` (a supernet or a standalone network) plus this task's head."""
+
+    @abstractmethod
+    def dataset(self, split: str, *, train: bool) -> Dataset:
+        """The split's dataset, with training augmentation when ``train``."""
+
+    def collate(self, batch: list) -> Any:
+        """How samples become a batch (detection tasks keep lists of images and targets)."""
+        return torch.utils.data.default_collate(batch)
+
+    def loader(
+        self,
+        split: str,
+        *,
+        train: bool,
+        batch_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> DataLoader:
+        """A DataLoader for ``split``; shuffled (and sharded across ranks under DDP) when ``train``."""
+        from nasengine import distributed
+
+        data = self.dataset(split, train=train)
+        sampler = distributed.train_sampler(data, seed=seed) if train else None
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            data,
+            batch_size=batch_size or self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train and len(data) >= (batch_size or self.batch_size),
+            collate_fn=self.collate,
+            num_workers=num_workers,
+            generator=generator,
+        )
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Training loss of ``model`` (in train mode) on one batch, moved to the model's device."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Metrics of ``model`` on ``loader``; always includes ``score`` (higher is better)."""
+
+    def split_stats(self, split: str) -> dict[str, int]:
+        """Counts for ``nasengine data stats``: ``images`` plus one entry per class name."""
+        raise NotImplementedError(f"task {self.name!r} does not report split statistics")
+
+
+class Strategy(ABC):
+    """A search algorithm driven ask/tell: it never evaluates anything itself.
+
+    ``constraint(arch)`` says whether an architecture is legal (e.g. within the FLOPs limits).
+    Every architecture ``ask`` returns is legal and never returned before; the choices depend only on
+    ``seed`` and the scores told, so replaying a history reproduces a search exactly.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, choices: Sequence[int], constraint: Callable[[Arch], bool], seed: int, **params: Any):
+        self.choices = tuple(choices)
+        self.constraint = constraint
+        self.seed = seed
+
+    @property
+    @abstractmethod
+    def finished(self) -> bool:
+        """True once the strategy's budget is spent."""
+
+    @abstractmethod
+    def ask(self) -> list[Arch]:
+        """The next candidates to evaluate (empty only when finished)."""
+
+    @abstractmethod
+    def tell(self, results: list[tuple[Arch, float]]) -> None:
+        """Scores (higher is better) of the candidates from the last ``ask``."""

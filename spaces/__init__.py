@@ -1,0 +1,1 @@
+"""Built-in spaces, registered through the nasengine.spaces entry-point group."""

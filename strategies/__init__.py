@@ -1,0 +1,1 @@
+"""Built-in strategies, registered through the nasengine.strategies entry-point group."""

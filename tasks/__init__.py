@@ -1,0 +1,1 @@
+"""Built-in tasks, registered through the nasengine.tasks entry-point group."""
