@@ -57,3 +57,40 @@ def train_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """SyncBatchNorm for multi-GPU training (the paper's supernet training); CPU/gloo keeps plain BN,
+    which SyncBatchNorm does not support."""
+    if is_distributed() and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+class local_batchnorm:
+    """Within this context SyncBatchNorm layers use only this rank's batch.
+
+    During search each rank recalibrates a different candidate, so statistics must not be synced.
+    Each rank gets a process group of its own (``new_group`` must be called by every rank for every
+    group, hence the loop).
+    """
+
+    _solo_groups: dict[int, object] = {}
+
+    def __init__(self, model: torch.nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+        self.saved: list[object] = []
+
+    def __enter__(self) -> None:
+        if not self.layers or not is_distributed():
+            return
+        if not self._solo_groups:
+            for r in range(world_size()):
+                self._solo_groups[r] = dist.new_group([r])
+        self.saved = [layer.process_group for layer in self.layers]
+        for layer in self.layers:
+            layer.process_group = self._solo_groups[rank()]
+
+    def __exit__(self, *exc: object) -> None:
+        for layer, group in zip(self.layers, self.saved):
+            layer.process_group = group

@@ -18,6 +18,7 @@ GROUPS = {
     "task": "nasengine.tasks",
     "strategy": "nasengine.strategies",
 }
+PLURALS = {"space": "spaces", "task": "tasks", "strategy": "strategies"}
 
 
 @dataclass
@@ -65,7 +66,7 @@ def get(kind: str, name: str) -> type:
     plugin = known.get(name)
     if plugin is None:
         names = ", ".join(sorted(known)) or "none installed"
-        raise NasEngineError(f"unknown {kind} {name!r}; known {kind}s: {names}")
+        raise NasEngineError(f"unknown {kind} {name!r}; known {PLURALS[kind]}: {names}")
     if plugin.cls is None:
         raise NasEngineError(
             f"{kind} {name!r} ({plugin.target}, from {plugin.source}) failed to import: {plugin.error}"

@@ -1,0 +1,322 @@
+"""The ``nasengine`` command line (click + rich).
+
+Every user-facing problem is a :class:`NasEngineError`, printed as one ``error:`` line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from nasengine import console as out
+from nasengine import registry
+from nasengine.arch import format_arch, parse_arch
+from nasengine.errors import NasEngineError
+from nasengine.options import parse_pairs
+
+print_ = out.console.print
+
+
+def _space(name: str, options: tuple[str, ...]):
+    return registry.create("space", name, **parse_pairs(options, "--space-option"))
+
+
+def _task(name: str, data_root: str | None, options: tuple[str, ...]):
+    kwargs = parse_pairs(options, "--task-option")
+    if data_root:
+        kwargs["data_root"] = data_root
+    return registry.create("task", name, **kwargs)
+
+
+space_option = click.option("--space-option", "space_options", multiple=True, metavar="KEY=VALUE",
+                            help="An option of the space, e.g. width=3.8G (repeatable).")
+task_option = click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+                           help="An option of the task, e.g. min_size=800 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="nasengine")
+def cli() -> None:
+    """Neural-architecture search for object-detection backbones (the DetNAS protocol)."""
+
+
+# --- plugins ------------------------------------------------------------------------------------
+@cli.command("list")
+def list_plugins() -> None:
+    """Every registered space, task and strategy, with its description and where it comes from."""
+    for kind in registry.GROUPS:
+        table = Table(title=registry.PLURALS[kind], title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("from")
+        for name, plugin in registry.plugins(kind).items():
+            description = plugin.description if plugin.cls else f"[red]{plugin.description}[/red]"
+            table.add_row(name, description, f"{plugin.source} ({plugin.target})")
+        print_(table)
+
+
+@cli.command()
+@click.option("--space", "space_name", required=True, help="Search space name (see 'nasengine list').")
+@click.option("--arch", required=True, help="Choice indices '2,1,2,...' or a named architecture.")
+@click.option("--image-size", default=224, show_default=True, help="Square input size for the count.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"flops": int, "params": int} only.')
+@space_option
+def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_options: tuple[str, ...]) -> None:
+    """FLOPs (multiply-accumulates of the backbone, via fvcore) and parameters of one architecture."""
+    space = _space(space_name, space_options)
+    parsed = parse_arch(arch, space.choices, space.named)
+    count, params = space.flops(parsed, image_size), space.params(parsed)
+    if as_json:
+        click.echo(json.dumps({"flops": count, "params": params}))
+        return
+    print_(f"{space.name} {format_arch(parsed)}")
+    print_(f"FLOPs (MACs at {image_size}x{image_size}): {count:,}  ({count / 1e6:.1f}M)")
+    print_(f"parameters: {params:,}  ({params / 1e6:.2f}M)")
+
+
+@cli.command("space")
+@click.argument("name")
+@click.option("--image-size", default=224, show_default=True, help="Input size for the FLOPs range.")
+@space_option
+def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
+    """Positions, choices, size, FLOPs range and named architectures of a space."""
+    from nasengine.flops import flops_range
+
+    space = _space(name, space_options)
+    low, high = flops_range(space, image_size)
+    print_(f"[bold]{space.name}[/bold] — {space.description}")
+    counts = sorted(set(space.choices))
+    choice_text = f"{counts[0]}" if len(counts) == 1 else "/".join(map(str, counts))
+    exponent = f"{counts[0]}^{len(space.choices)} ≈ " if len(counts) == 1 else ""
+    print_(f"positions: {len(space.choices)}, choices per position: {choice_text}")
+    print_(f"space size: {exponent}{float(space.size):.2e} architectures")
+    print_(f"feature maps: {space.out_channels} channels")
+    print_(f"FLOPs at {image_size}px: min {low:,} ({low / 1e6:.1f}M), max {high:,} ({high / 1e6:.1f}M)")
+    table = Table(title="named architectures", title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("architecture")
+    table.add_column("FLOPs", justify="right")
+    for arch_name, arch in space.named.items():
+        table.add_row(arch_name, format_arch(arch), f"{space.flops(arch, image_size):,}")
+    print_(table)
+
+
+# --- data ---------------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Look at a task's data."""
+
+
+@data.command("show")
+@click.argument("task_name")
+@click.option("--split", default="train", show_default=True, help="train, search, test or calib.")
+@click.option("--out", "out_path", default=None, help="PNG to write (default: <task>-<split>.png).")
+@click.option("--count", default=16, show_default=True, help="Number of images to draw.")
+@click.option("--data-root", default=None, help="The task's data folder (default: its embedded data).")
+@task_option
+def data_show(task_name: str, split: str, out_path: str | None, count: int, data_root: str | None, task_options) -> None:
+    """Draw a grid of images with their boxes and class names."""
+    from nasengine.visualize import draw_detection_grid
+
+    task = _task(task_name, data_root, task_options)
+    _check_split(task, split)
+    path = draw_detection_grid(task, split, Path(out_path or f"{task_name}-{split}.png"), count=count)
+    print_(f"wrote {path}")
+
+
+@data.command("stats")
+@click.argument("task_name")
+@click.option("--data-root", default=None, help="The task's data folder (default: its embedded data).")
+@task_option
+def data_stats(task_name: str, data_root: str | None, task_options) -> None:
+    """Counts of images (and objects) per split and class."""
+    task = _task(task_name, data_root, task_options)
+    stats = {split: task.split_stats(split) for split in task.splits}
+    keys = list(dict.fromkeys(key for counts in stats.values() for key in counts))
+    table = Table(title=f"{task_name}", title_justify="left")
+    table.add_column("")
+    for split in stats:
+        table.add_column(split, justify="right")
+    for key in keys:
+        table.add_row(key, *(f"{stats[s].get(key, 0):,}" for s in stats))
+    print_(table)
+
+
+def _check_split(task, split: str) -> None:
+    if split not in task.splits:
+        raise NasEngineError(f"unknown split {split!r}; {task.name} has: {', '.join(task.splits)}")
+
+
+# --- the protocol -------------------------------------------------------------------------------
+def _run_options(function):
+    options = [
+        click.option("--space", "space", default=None, help="Search space [default: shufflenet-small]."),
+        click.option("--task", "task", default=None, help="Detection task to search for [default: coco-fpn]."),
+        click.option("--strategy", default=None, help="Search strategy [default: evolution]."),
+        click.option("--pretrain-task", default=None, help="Classification task for supernet pre-training."),
+        click.option("--data-root", default=None, help="Detection data folder (default: embedded data)."),
+        click.option("--pretrain-data-root", default=None, help="Pre-training data folder."),
+        click.option("--flops-max", type=float, default=None, help="Max backbone MACs at 224px [default: 300e6 for shufflenet-small]."),
+        click.option("--flops-min", type=float, default=None, help="Min backbone MACs at 224px [default: 0]."),
+        click.option("--preset", default=None, help="paper, demo (default) or smoke."),
+        click.option("--config", "config_file", default=None, type=click.Path(), help="TOML file with any config values."),
+        click.option("--seed", type=int, default=None, help="Seed of everything random [default: 0]."),
+        click.option("--no-pretrain", is_flag=True, default=False, help="DetNAS-scratch: no pre-training, 2x fine-tuning."),
+        click.option("--search-on", type=click.Choice(["detection", "classification"]), default=None,
+                     help="classification gives the ClsNASNet variant."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value, e.g. search.strategy_options.population=20."),
+        space_option,
+        task_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = parse_pairs(kw.get("settings", ()), "--set")
+    for key in ("space", "task", "pretrain_task", "preset", "seed"):
+        if kw.get(key) is not None:
+            overrides[key] = kw[key]
+    search = overrides.setdefault("search", {})
+    for key, value in (("strategy", kw.get("strategy")), ("flops_max", kw.get("flops_max")),
+                       ("flops_min", kw.get("flops_min")), ("on", kw.get("search_on"))):
+        if value is not None:
+            search[key] = value
+    if kw.get("no_pretrain"):
+        overrides["pretrain"] = False
+    if kw.get("space_options"):
+        overrides["space_options"] = parse_pairs(kw["space_options"], "--space-option")
+    task_options = parse_pairs(kw.get("task_options", ()), "--task-option")
+    if kw.get("data_root"):
+        task_options["data_root"] = kw["data_root"]
+    if task_options:
+        overrides["task_options"] = task_options
+    if kw.get("pretrain_data_root"):
+        overrides.setdefault("pretrain_task_options", {})["data_root"] = kw["pretrain_data_root"]
+    return overrides
+
+
+def _default_out(config) -> Path:
+    return Path("runs") / f"{config.space}-{config.task}-{config.search.strategy}-{config.preset}-seed{config.seed}"
+
+
+@cli.command()
+@_run_options
+@click.option("--out", "out_dir", default=None, help="Run directory; rerunning continues it [default: runs/<space>-<task>-...].")
+@click.option("--arch", default=None, help="Skip the search and retrain this architecture.")
+@click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
+def run(out_dir: str | None, arch: str | None, quiet: bool, **kw: Any) -> None:
+    """The whole protocol: pre-train → fine-tune → search → retrain and test → report."""
+    from nasengine import config as configuration
+    from nasengine.engine import Run
+
+    out.set_quiet(quiet)
+    config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
+    run_ = Run.create(out_dir or _default_out(config), config)
+    parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
+    out.log(f"run directory: {run_.dir}")
+    run_.run_all(parsed)
+
+
+def _phase_command(phase: str, help_text: str):
+    @click.argument("run_dir", type=click.Path())
+    @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
+    def command(run_dir: str, quiet: bool, **kw: Any) -> None:
+        from nasengine.engine import Run
+
+        out.set_quiet(quiet)
+        run_ = Run.open(run_dir)
+        if phase == "retrain":
+            arch = kw.get("arch")
+            run_.retrain(parse_arch(arch, run_.space.choices, run_.space.named) if arch else None)
+            from nasengine.report import write_report
+
+            write_report(run_)
+        else:
+            getattr(run_, phase)()
+
+    command.__doc__ = help_text
+    if phase == "retrain":
+        command = click.option("--arch", default=None, help="Retrain this architecture instead of the search's best.")(command)
+    return cli.command(phase)(command)
+
+
+_phase_command("pretrain", "Phase 1: pre-train the supernet of RUN_DIR on its classification task.")
+_phase_command("finetune", "Phase 2: fine-tune the supernet of RUN_DIR on its detection task.")
+_phase_command("search", "Phase 3: search on the trained supernet of RUN_DIR.")
+_phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture alone and test it.")
+
+
+@cli.command("random-baseline")
+@_run_options
+@click.option("-n", "count", default=20, show_default=True, help="Number of random architectures.")
+@click.option("--out", "out_dir", default=None, help="Folder for the baseline [default: runs/random-baseline-<space>-<task>-...].")
+@click.option("--compare", "compare_dir", default=None, type=click.Path(), help="A run directory whose searched network to set beside it.")
+@click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
+def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, quiet: bool, **kw: Any) -> None:
+    """The paper's Table 5 baseline: N random architectures in the constraint, each trained fully and tested."""
+    from nasengine import config as configuration
+    from nasengine.random_baseline import run_random_baseline
+
+    out.set_quiet(quiet)
+    config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
+    directory = Path(out_dir) if out_dir else Path("runs") / f"random-baseline-{_default_out(config).name}"
+    run_random_baseline(config, directory, count, Path(compare_dir) if compare_dir else None)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--top", default=10, show_default=True, help="How many of the best candidates to list.")
+def show(run_dir: str, top: int) -> None:
+    """Phases done, best candidates and test metrics of a run."""
+    from nasengine.history import read_history
+    from nasengine.report import collect, summary_table
+
+    directory = Path(run_dir)
+    if not (directory / "config.toml").exists():
+        raise NasEngineError(f"{directory} is not a run directory (no config.toml)")
+    summary = collect(directory)
+    phases = Table(title="phases", title_justify="left")
+    phases.add_column("phase")
+    phases.add_column("status")
+    for phase, info in summary["phases"].items():
+        status = "not done"
+        if info is not None:
+            status = "done" + (f" in {info['seconds']}s" if "seconds" in info else "")
+        elif (directory / phase).exists():
+            status = "started"
+        phases.add_row(phase, status)
+    print_(phases)
+    history = sorted(read_history(directory / "search" / "history.jsonl"), key=lambda r: -r["score"])
+    if history:
+        table = Table(title=f"best {min(top, len(history))} of {len(history)} candidates", title_justify="left")
+        for column in ("rank", "architecture", "FLOPs", "score", "generation"):
+            table.add_column(column)
+        for index, record in enumerate(history[:top], 1):
+            table.add_row(str(index), format_arch(record["arch"]), f"{record['flops']:,}", f"{record['score']:.4f}", str(record["generation"]))
+        print_(table)
+    if summary["retrain"]:
+        print_(summary_table(directory, summary))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except NasEngineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted; rerun the same command to continue where it stopped", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun the same command to continue where it stopped", err=True)
+        sys.exit(130)

@@ -1,0 +1,211 @@
+"""The run configuration: presets, TOML files and CLI overrides, resolved into one ``RunConfig``.
+
+Precedence, lowest first: the preset (``demo`` by default), a ``--config`` TOML file, CLI flags. The
+resolved configuration is written to ``RUN_DIR/config.toml`` and is all a later phase or a resume
+needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasengine.errors import NasEngineError
+
+
+@dataclass
+class Schedule:
+    """One training phase: SGD with momentum, iteration-based."""
+
+    iterations: int
+    batch_size: int
+    lr: float | None = None  # None: the task's base_lr scaled linearly by batch_size / base_batch_size
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    lr_schedule: str = "linear"  # "linear": linear to zero (pre-training); "step": ÷10 at each milestone
+    milestones: list[float] = field(default_factory=list)  # fractions of `iterations`
+    warmup_iterations: int = 0
+    checkpoint_every: int = 500
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "evolution"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    flops_min: float = 0.0
+    flops_max: float | None = None  # None: the space's default (300M for shufflenet-small)
+    flops_image_size: int = 224
+    batch_size: int = 16  # evaluation batch for calibration and scoring
+    on: str = "detection"  # "classification" searches on the pre-training task (ClsNASNet)
+
+
+@dataclass
+class RunConfig:
+    space: str = "shufflenet-small"
+    space_options: dict[str, Any] = field(default_factory=dict)
+    task: str = "coco-fpn"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    pretrain_task: str = "fashion-mnist"
+    pretrain_task_options: dict[str, Any] = field(default_factory=dict)
+    pretrain: bool = True  # False: DetNAS-scratch (no pre-training, fine-tuning twice as long)
+    pretrain_schedule: Schedule = field(default_factory=lambda: Schedule(iterations=100, batch_size=64))
+    finetune_schedule: Schedule = field(default_factory=lambda: Schedule(iterations=100, batch_size=8))
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain_baseline: bool = True
+    seed: int = 0
+    channels_last: bool = True
+    preset: str = "demo"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DEFAULT_FLOPS_MAX = {"shufflenet-small": 300e6, "shufflenet-large": 1.3e9}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's schedules and search settings (DESIGN.md §5). Fine-tuning length is set per dataset below.
+    "paper": {
+        "pretrain_task": "imagenet",
+        "pretrain_schedule": {"iterations": 300_000, "batch_size": 1024, "lr": 0.5, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "checkpoint_every": 5000},
+        "finetune_schedule": {"iterations": 90_000, "batch_size": 16, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [60_000 / 90_000, 80_000 / 90_000],
+                              "warmup_iterations": 500, "checkpoint_every": 5000},
+        "search": {"strategy_options": {"population": 50, "top_k": 10, "generations": 20}},
+    },
+    # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
+    "demo": {
+        "pretrain_task": "fashion-mnist",
+        "pretrain_schedule": {"iterations": 600, "batch_size": 64, "lr": 0.2, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "checkpoint_every": 200},
+        "finetune_schedule": {"iterations": 300, "batch_size": 8, "lr": 0.02, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 30,
+                              "checkpoint_every": 100},
+        "search": {"strategy_options": {"population": 10, "top_k": 3, "generations": 3}},
+    },
+    # Well under a minute: for tests.
+    "smoke": {
+        "pretrain_task": "fashion-mnist",
+        "pretrain_task_options": {"search_size": 64, "calib_size": 16, "test_size": 64},
+        "task_options": {"search_size": 6, "calib_size": 4, "test_size": 6},
+        "pretrain_schedule": {"iterations": 4, "batch_size": 8, "lr": 0.05, "checkpoint_every": 2},
+        "finetune_schedule": {"iterations": 3, "batch_size": 2, "lr": 0.01, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [0.5], "checkpoint_every": 2},
+        "search": {"batch_size": 4, "strategy_options": {"population": 4, "top_k": 2, "generations": 2}},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise NasEngineError(f"unknown config key {where}{unknown[0]!r}; known keys: {', '.join(names)}")
+    values = {}
+    for key, value in data.items():
+        if key in ("pretrain_schedule", "finetune_schedule"):
+            value = _build(Schedule, value, f"{key}.")
+        elif key == "search":
+            value = _build(SearchConfig, value, "search.")
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise NasEngineError(f"incomplete config section {where or 'top level'}: {exc}") from None
+
+
+def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The configuration from a preset, an optional TOML file and CLI overrides (nested dicts)."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        data = load_toml(file)
+    preset = (overrides or {}).get("preset") or data.get("preset") or preset
+    if preset not in PRESETS:
+        raise NasEngineError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    defaults = RunConfig().to_dict()
+    merged = _merge(_merge(_merge(defaults, PRESETS[preset]), data), overrides or {})
+    merged["preset"] = preset
+    config = _build(RunConfig, merged, "")
+    _apply_dataset_rules(config, explicit=_merge(data, overrides or {}))
+    return config
+
+
+def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
+    """Rules from the paper that depend on the chosen task and variant, unless set explicitly."""
+    finetune_set = "iterations" in explicit.get("finetune_schedule", {})
+    if config.preset == "paper" and config.task.startswith("voc") and not finetune_set:
+        config.finetune_schedule.iterations = 22_500
+    if not config.pretrain and not finetune_set:  # DetNAS-scratch: fine-tune twice as long
+        config.finetune_schedule.iterations *= 2
+    if config.search.flops_max is None:
+        config.search.flops_max = DEFAULT_FLOPS_MAX.get(config.space, math.inf)
+    if config.search.on not in ("detection", "classification"):
+        raise NasEngineError(f"search.on must be 'detection' or 'classification', not {config.search.on!r}")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise NasEngineError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise NasEngineError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and math.isinf(value):
+            return "inf"
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """TOML text for a nested dict (None values are omitted, as TOML has no null)."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{_toml_key(key)}"
+            lines.append(f"\n[{name}]")
+            lines.append(dumps_toml(value, prefix=f"{name}.").strip("\n"))
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def save(config: RunConfig, path: str | Path) -> None:
+    from nasengine.checkpoint import _atomic_write
+
+    text = dumps_toml(config.to_dict())
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def load(path: str | Path) -> RunConfig:
+    """A run's resolved configuration, as written by :func:`save`."""
+    data = load_toml(path)
+    return _build(RunConfig, _merge(RunConfig().to_dict(), data), "")

@@ -1,0 +1,254 @@
+"""The one-shot protocol on a run directory: pre-train → fine-tune → search → retrain → report.
+
+Each phase writes into its own folder of the run directory and marks itself complete with
+``done.json``; a finished phase is skipped, an interrupted one resumes from its last checkpoint (or,
+for the search, from its history). The engine talks to spaces, tasks and strategies only through
+their interfaces, created by name through the registry.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasengine import config as configuration
+from nasengine import console, distributed, registry
+from nasengine.arch import format_arch
+from nasengine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
+from nasengine.config import RunConfig
+from nasengine.errors import NasEngineError
+from nasengine.interfaces import Arch, Space, Task
+from nasengine.search import run_search
+from nasengine.training import derived_seed, sample_path, train
+
+PHASES = ("pretrain", "finetune", "search", "retrain")
+
+
+class Run:
+    """A run directory and its resolved configuration."""
+
+    def __init__(self, directory: str | Path, config: RunConfig):
+        self.dir = Path(directory)
+        self.config = config
+        self.device = distributed.setup()
+
+    @classmethod
+    def create(cls, directory: str | Path, config: RunConfig) -> "Run":
+        """Start a run in ``directory``, or continue the one there if it has the same configuration."""
+        directory = Path(directory)
+        saved_path = directory / "config.toml"
+        if saved_path.exists():
+            saved = configuration.load(saved_path)
+            difference = _first_difference(saved.to_dict(), config.to_dict())
+            if difference:
+                raise NasEngineError(
+                    f"{directory} holds a run with a different configuration ({difference}); "
+                    "use another --out, or rerun with the same options to resume it"
+                )
+        elif distributed.is_main():
+            directory.mkdir(parents=True, exist_ok=True)
+            configuration.save(config, saved_path)
+        distributed.barrier()
+        return cls(directory, config)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "Run":
+        """An existing run directory."""
+        path = Path(directory) / "config.toml"
+        if not path.exists():
+            raise NasEngineError(f"{directory} is not a run directory (no config.toml); start one with 'nasengine run --out {directory}'")
+        return cls(directory, configuration.load(path))
+
+    # plugins -------------------------------------------------------------------------------------
+    @cached_property
+    def space(self) -> Space:
+        return registry.create("space", self.config.space, **self.config.space_options)
+
+    @cached_property
+    def task(self) -> Task:
+        """The detection task (fine-tuning, retraining, test)."""
+        return registry.create("task", self.config.task, **self.config.task_options)
+
+    @cached_property
+    def pretrain_task(self) -> Task:
+        return registry.create("task", self.config.pretrain_task, **self.config.pretrain_task_options)
+
+    @property
+    def search_task(self) -> Task:
+        return self.pretrain_task if self.config.search.on == "classification" else self.task
+
+    # helpers -------------------------------------------------------------------------------------
+    def done(self, phase: str) -> bool:
+        return (self.dir / phase / "done.json").exists()
+
+    def _mark_done(self, phase_dir: Path, info: dict[str, Any]) -> None:
+        if distributed.is_main():
+            write_json(info, phase_dir / "done.json")
+        distributed.barrier()
+
+    def _model(self, task: Task, backbone: nn.Module) -> nn.Module:
+        model = task.build_model(backbone, self.space.out_channels).to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _train_phase(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, select_path=None) -> dict:
+        started = time.perf_counter()
+        figures = train(
+            distributed.convert_sync_batchnorm(model, self.device),
+            task,
+            task.dataset("train", train=True),
+            schedule,
+            phase_dir,
+            seed=derived_seed(self.config.seed, salt),
+            device=self.device,
+            description=label,
+            select_path=select_path,
+        )
+        return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
+
+    def _supernet_sampler(self, supernet, salt: int):
+        seed = derived_seed(self.config.seed, salt)
+        return lambda iteration: supernet.activate(sample_path(self.space.choices, seed, iteration))
+
+    def _fresh_supernet(self, salt: int):
+        torch.manual_seed(derived_seed(self.config.seed, salt, 99))
+        return self.space.build_supernet()
+
+    # phases --------------------------------------------------------------------------------------
+    def pretrain(self) -> None:
+        """Step 1: path-wise supernet pre-training on the classification task."""
+        phase_dir = self.dir / "pretrain"
+        if not self.config.pretrain:
+            console.log("pretrain: skipped (DetNAS-scratch: fine-tuning starts from random weights)")
+            return
+        if self.done("pretrain"):
+            return
+        supernet = self._fresh_supernet(10)
+        model = self._model(self.pretrain_task, supernet)
+        info = self._train_phase(phase_dir, model, self.pretrain_task, self.config.pretrain_schedule, 10,
+                                 f"pretrain supernet on {self.config.pretrain_task}", self._supernet_sampler(supernet, 10))
+        if distributed.is_main():
+            save_checkpoint({"backbone": supernet.state_dict(), "model": model.state_dict()}, phase_dir / "supernet.pt")
+        self._mark_done(phase_dir, info)
+
+    def finetune(self) -> None:
+        """Step 2: path-wise supernet fine-tuning on the detection task (skipped for ClsNASNet search)."""
+        phase_dir = self.dir / "finetune"
+        if self.config.search.on == "classification":
+            console.log("finetune: skipped (the search runs on the pre-trained classification supernet)")
+            return
+        if self.done("finetune"):
+            return
+        supernet = self._fresh_supernet(20)
+        if self.config.pretrain:
+            supernet.load_state_dict(self._checkpoint("pretrain", "supernet.pt")["backbone"])
+        model = self._model(self.task, supernet)
+        info = self._train_phase(phase_dir, model, self.task, self.config.finetune_schedule, 20,
+                                 f"finetune supernet on {self.config.task}", self._supernet_sampler(supernet, 20))
+        if distributed.is_main():
+            save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
+        self._mark_done(phase_dir, info)
+
+    def search(self) -> dict[str, Any]:
+        """Step 3: the strategy's search on the trained supernet under the FLOPs constraint."""
+        phase_dir = self.dir / "search"
+        if self.done("search"):
+            return read_json(phase_dir / "best.json")
+        source = "pretrain" if self.config.search.on == "classification" else "finetune"
+        supernet = self.space.build_supernet()
+        model = self._model(self.search_task, supernet)
+        model.load_state_dict(self._checkpoint(source, "supernet.pt")["model"])
+        started = time.perf_counter()
+        with distributed.local_batchnorm(model):
+            best = run_search(self.space, self.search_task, supernet, model, self.config.search, phase_dir,
+                              seed=self.config.seed)
+        self._mark_done(phase_dir, {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)})
+        console.log(f"search: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
+        return best
+
+    def retrain(self, arch: Arch | None = None) -> dict[str, Any]:
+        """Step 4: the winner (and the all-3×3 baseline) trained alone the same way, then tested."""
+        phase_dir = self.dir / "retrain"
+        if arch is None:
+            arch = tuple(read_json(self.dir / "search" / "best.json")["arch"]) if self.done("search") else None
+            if arch is None:
+                raise NasEngineError(f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch")
+        entries = {"best": tuple(arch)}
+        baseline = getattr(self.space, "baseline_name", None)
+        if self.config.retrain_baseline and baseline:
+            entries[baseline] = tuple(self.space.named[baseline])
+        results = {}
+        for label, entry_arch in entries.items():
+            results[label] = self.train_standalone(entry_arch, phase_dir / label, label)
+        if distributed.is_main():
+            write_json(results, phase_dir / "summary.json")
+        self._mark_done(phase_dir, {"entries": list(results)})
+        return results
+
+    def train_standalone(self, arch: Arch, out_dir: Path, label: str) -> dict[str, Any]:
+        """Pre-train (unless scratch) and fine-tune the standalone network of ``arch``; test it."""
+        result_path = out_dir / "test.json"
+        if result_path.exists():
+            return read_json(result_path)
+        salt = derived_seed(*arch)
+        torch.manual_seed(derived_seed(self.config.seed, 30, salt))
+        backbone = self.space.build_network(arch)
+        if self.config.pretrain:
+            model = self._model(self.pretrain_task, backbone)
+            if not (out_dir / "pretrain" / "done.json").exists():
+                info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, self.config.pretrain_schedule,
+                                         31, f"pretrain {label}")
+                self._mark_done(out_dir / "pretrain", info)
+            model.load_state_dict(load_checkpoint(out_dir / "pretrain" / "checkpoint.pt")["model"])
+        model = self._model(self.task, backbone)
+        if not (out_dir / "finetune" / "done.json").exists():
+            info = self._train_phase(out_dir / "finetune", model, self.task, self.config.finetune_schedule, 32,
+                                     f"finetune {label}")
+            self._mark_done(out_dir / "finetune", info)
+        model.load_state_dict(load_checkpoint(out_dir / "finetune" / "checkpoint.pt")["model"])
+        metrics = self.task.evaluate(model, self.task.loader("test", train=False, batch_size=self.config.search.batch_size))
+        result = {
+            "arch": list(arch),
+            "arch_text": format_arch(arch),
+            "flops": self.space.flops(arch, self.config.search.flops_image_size),
+            "params": self.space.params(arch),
+            "test": {k: float(v) for k, v in metrics.items()},
+        }
+        if distributed.is_main():
+            write_json(result, result_path)
+        distributed.barrier()
+        return result
+
+    def run_all(self, arch: Arch | None = None) -> dict[str, Any]:
+        """Every phase in order (the search is skipped when ``arch`` is given)."""
+        from nasengine.report import write_report
+
+        self.pretrain()
+        if arch is None:
+            self.finetune()
+            self.search()
+        self.retrain(arch)
+        return write_report(self)
+
+    def _checkpoint(self, phase: str, name: str) -> dict[str, Any]:
+        if not self.done(phase):
+            raise NasEngineError(f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first")
+        return load_checkpoint(self.dir / phase / name)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{path}{key}.")
+            if found:
+                return found
+        return None
+    if a != b and not (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b)):
+        return f"{path.rstrip('.')}: {a!r} there, {b!r} now"
+    return None

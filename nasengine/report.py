@@ -1,0 +1,101 @@
+"""The run's report: a summary table, ``report/summary.json`` and plots of the search.
+
+Plots: ``search_progress.png`` (every candidate's score in evaluation order with the best so far) and
+``flops_vs_score.png`` (the FLOPs–score trade-off the constraint cuts through).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from nasengine import console, distributed
+from nasengine.checkpoint import read_json, write_json
+from nasengine.history import read_history
+
+if TYPE_CHECKING:
+    from nasengine.engine import Run
+
+
+def collect(directory: Path) -> dict[str, Any]:
+    """Everything a run directory says about itself (phases done, search, retrain results)."""
+    summary: dict[str, Any] = {"phases": {}}
+    for phase in ("pretrain", "finetune", "search", "retrain"):
+        done = directory / phase / "done.json"
+        summary["phases"][phase] = read_json(done) if done.exists() else None
+    history = read_history(directory / "search" / "history.jsonl")
+    summary["candidates_evaluated"] = len(history)
+    best_path = directory / "search" / "best.json"
+    summary["search_best"] = read_json(best_path) if best_path.exists() else None
+    if history:
+        scores = sorted(r["score"] for r in history)
+        summary["search_median_score"] = scores[len(scores) // 2]
+    retrain = directory / "retrain"
+    summary["retrain"] = {p.name: read_json(p / "test.json") for p in sorted(retrain.glob("*")) if (p / "test.json").exists()}
+    return summary
+
+
+def write_report(run: "Run") -> dict[str, Any]:
+    summary = collect(run.dir)
+    if distributed.is_main():
+        out = run.dir / "report"
+        write_json(summary, out / "summary.json")
+        history = read_history(run.dir / "search" / "history.jsonl")
+        if history:
+            plot_search(history, out, run.config.search.flops_max)
+        console.console.print(summary_table(run.dir, summary))
+    return summary
+
+
+def summary_table(directory: Path, summary: dict[str, Any]) -> Table:
+    table = Table(title=f"nasengine run {directory}")
+    table.add_column("network")
+    table.add_column("architecture")
+    table.add_column("FLOPs (224px)", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("search score", justify="right")
+    table.add_column("test score", justify="right")
+    table.add_column("test metrics")
+    best = summary.get("search_best")
+    for label, result in summary.get("retrain", {}).items():
+        search_score = f"{best['score']:.4f}" if label == "best" and best else ""
+        metrics = "  ".join(f"{k} {v:.3f}" for k, v in result["test"].items() if k != "score")
+        table.add_row(label, result["arch_text"], f"{result['flops']:,}", f"{result['params']:,}", search_score,
+                      f"{result['test']['score']:.4f}", metrics)
+    if best and not summary.get("retrain"):
+        table.add_row("best (search)", best["arch_text"], f"{best['flops']:,}", f"{best['params']:,}",
+                      f"{best['score']:.4f}", "", "")
+    return table
+
+
+def plot_search(history: list[dict[str, Any]], out: Path, flops_max: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    scores = [r["score"] for r in history]
+    best_so_far = [max(scores[: i + 1]) for i in range(len(scores))]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(range(1, len(scores) + 1), scores, s=10, alpha=0.6, label="candidate")
+    ax.plot(range(1, len(scores) + 1), best_so_far, color="C3", label="best so far")
+    ax.set_xlabel("candidates evaluated")
+    ax.set_ylabel("search-split score")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "search_progress.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["flops"] / 1e6 for r in history], scores, s=10, alpha=0.6)
+    if flops_max and flops_max != float("inf"):
+        ax.axvline(flops_max / 1e6, color="C3", linestyle="--", label="FLOPs limit")
+        ax.legend()
+    ax.set_xlabel("backbone MFLOPs (MACs at 224px)")
+    ax.set_ylabel("search-split score")
+    fig.tight_layout()
+    fig.savefig(out / "flops_vs_score.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,145 @@
+"""The search phase: a strategy proposes, the trained supernet scores, the history remembers.
+
+For each candidate the supernet's path is activated, its BatchNorm statistics recomputed on the
+``calib`` split and the task's metrics computed on the ``search`` split. Candidates are evaluated at
+most once (the history is the cache), and a resumed search replays the history through a fresh
+strategy with the same seed, reproducing the same sequence of proposals. Under DDP the candidates of
+each round are shared out across ranks and their results gathered, so every rank tells the strategy
+the same scores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nasengine import console, distributed, registry
+from nasengine.arch import format_arch
+from nasengine.bn_calibration import recalibrate_bn
+from nasengine.checkpoint import write_json
+from nasengine.config import SearchConfig
+from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
+from nasengine.flops import flops_range
+from nasengine.history import History
+from nasengine.interfaces import Arch, Space, Supernet, Task
+
+
+def flops_constraint(space: Space, search: SearchConfig):
+    """``arch -> bool`` for the FLOPs window, after checking the window meets the space at all."""
+    low, high = flops_range(space, search.flops_image_size)
+    limit_min, limit_max = search.flops_min, search.flops_max
+    if limit_max < low or limit_min > high or limit_min > limit_max:
+        raise NasEngineError(
+            f"no architecture of {space.name} fits FLOPs in [{limit_min:,.0f}, {limit_max:,.0f}]: the space spans "
+            f"{low:,} to {high:,} MACs at {search.flops_image_size}px; choose --flops-min/--flops-max inside that range"
+        )
+
+    def legal(arch: Arch) -> bool:
+        return limit_min <= space.flops(arch, search.flops_image_size) <= limit_max
+
+    return legal
+
+
+def evaluate_candidate(
+    arch: Arch, supernet: Supernet, model: nn.Module, task: Task, calib_loader, search_loader, seed: int
+) -> dict[str, Any]:
+    """Activate ``arch``, recalibrate BN on the calib split, score on the search split."""
+    supernet.activate(arch)
+    tick = time.perf_counter()
+    recalibrate_bn(model, task, calib_loader, seed=seed)
+    calibrated = time.perf_counter()
+    metrics = task.evaluate(model, search_loader)
+    done = time.perf_counter()
+    return {
+        "score": float(metrics["score"]),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "calib_seconds": round(calibrated - tick, 3),
+        "score_seconds": round(done - calibrated, 3),
+        "seconds": round(done - tick, 3),
+    }
+
+
+def run_search(
+    space: Space,
+    task: Task,
+    supernet: Supernet,
+    model: nn.Module,
+    search: SearchConfig,
+    out_dir: Path,
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """Search until the strategy is finished; writes ``history.jsonl`` and ``best.json`` in ``out_dir``."""
+    constraint = flops_constraint(space, search)
+    strategy = registry.create(
+        "strategy", search.strategy, choices=space.choices, constraint=constraint, seed=seed, **search.strategy_options
+    )
+    history = History(out_dir / "history.jsonl")
+    if len(history):
+        console.log(f"search: replaying {len(history)} evaluated candidates from {out_dir / 'history.jsonl'}")
+    calib_loader = task.loader("calib", train=False, batch_size=search.batch_size)
+    search_loader = task.loader("search", train=False, batch_size=search.batch_size)
+    asked: list[Arch] = []
+    generation = 0
+    total = _budget(search.strategy_options)
+    with console.progress(total or 0, f"search ({search.strategy})", log_every=1) as bar:
+        while not strategy.finished:
+            try:
+                candidates = strategy.ask()
+            except ConstraintUnsatisfiable as exc:
+                low, high = flops_range(space, search.flops_image_size)
+                raise NasEngineError(
+                    f"{exc}; {space.name} spans {low:,} to {high:,} MACs, the limits are "
+                    f"[{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
+                ) from None
+            pending = [arch for arch in candidates if arch not in history]
+            for start in range(0, len(pending), distributed.world_size()):
+                chunk = pending[start : start + distributed.world_size()]
+                for arch, result in _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, seed):
+                    record = {
+                        "arch": list(arch),
+                        "flops": space.flops(arch, search.flops_image_size),
+                        "params": space.params(arch),
+                        **result,
+                        "generation": generation,
+                    }
+                    if distributed.is_main():
+                        history.append(record)
+                    else:
+                        history.records[arch] = record
+                    best = history.best()
+                    bar.update(len(asked) + len(candidates) - len(pending) + start + len(chunk),
+                               best=f"{best['score']:.4g}", last=f"{record['score']:.4g}")
+            strategy.tell([(arch, history[arch]["score"]) for arch in candidates])
+            asked.extend(candidates)
+            generation += 1
+            bar.update(len(asked), best=f"{max(history[a]['score'] for a in asked):.4g}")
+    best = max((history[arch] for arch in asked), key=lambda r: r["score"])
+    summary = {"arch": best["arch"], "arch_text": format_arch(best["arch"]), "score": best["score"],
+               "flops": best["flops"], "params": best["params"], "metrics": best["metrics"],
+               "candidates": len(asked), "strategy": search.strategy}
+    if distributed.is_main():
+        write_json(summary, out_dir / "best.json")
+    return summary
+
+
+def _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, seed):
+    """Evaluate up to one candidate per rank; every rank gets every result, in chunk order."""
+    mine = chunk[distributed.rank()] if distributed.rank() < len(chunk) else None
+    result = evaluate_candidate(mine, supernet, model, task, calib_loader, search_loader, seed) if mine else None
+    if not distributed.is_distributed():
+        return [(mine, result)]
+    gathered: list[Any] = [None] * distributed.world_size()
+    dist.all_gather_object(gathered, (mine, result))
+    return [(tuple(arch), res) for arch, res in gathered if arch is not None]
+
+
+def _budget(options: dict[str, Any]) -> int | None:
+    if "population" in options and "generations" in options:
+        return int(options["population"]) * int(options["generations"])
+    return None

@@ -1,0 +1,200 @@
+"""Iteration-based SGD training, path-wise for supernets, resumable and deterministic by seed.
+
+One loop serves every phase: supernet pre-training and fine-tuning (a new uniformly sampled path each
+iteration) and the retraining of a standalone network (no sampling). Gradients are cleared to ``None``
+so the parameters of paths not taken get no gradient, no momentum and no weight decay. Everything random
+in an iteration (the path, the batch order, augmentation, dropout, detector sampling) is seeded from
+``(seed, iteration)``, so a run resumed from a checkpoint continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nasengine import console, distributed
+from nasengine.checkpoint import load_checkpoint, save_checkpoint
+from nasengine.config import Schedule
+from nasengine.errors import NasEngineError
+from nasengine.interfaces import Arch, Task
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (stable across processes and Python versions)."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def sample_path(choices: tuple[int, ...], seed: int, iteration: int) -> Arch:
+    """The path of ``iteration``: every position's choice drawn uniformly (the same on every rank)."""
+    rng = np.random.default_rng(derived_seed(seed, 7, iteration))
+    return tuple(int(rng.integers(n)) for n in choices)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: none on normalisation layers and biases."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            (no_decay if is_norm or name == "bias" or param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def learning_rate(schedule: Schedule, base_lr: float, iteration: int) -> float:
+    """The learning rate at ``iteration``: linear warm-up, then linear-to-zero or step decay."""
+    if schedule.lr_schedule == "linear":
+        lr = base_lr * (1.0 - iteration / schedule.iterations)
+    elif schedule.lr_schedule == "step":
+        passed = sum(iteration >= m * schedule.iterations for m in schedule.milestones)
+        lr = base_lr * 0.1**passed
+    else:
+        raise NasEngineError(f"unknown lr_schedule {schedule.lr_schedule!r}; use 'linear' or 'step'")
+    if iteration < schedule.warmup_iterations:
+        lr *= (1 + iteration) / schedule.warmup_iterations
+    return lr
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of indices over epochs of seeded permutations, starting at any iteration.
+
+    Under DDP each rank takes its own slice of every permutation. Resuming at iteration ``start``
+    yields exactly the batches an uninterrupted run would have yielded from there.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int):
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.per_rank = size // self.world
+        if self.per_rank < batch_size:
+            raise NasEngineError(
+                f"the training split has {size} images, fewer than one batch of {batch_size} per rank; "
+                "lower the batch size or add data"
+            )
+        self.size, self.batch_size, self.seed, self.start, self.stop = size, batch_size, seed, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_epoch = self.per_rank // self.batch_size
+        current_epoch, mine = -1, None
+        for iteration in range(self.start, self.stop):
+            epoch, step = divmod(iteration, per_epoch)
+            if epoch != current_epoch:
+                generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
+                mine = torch.randperm(self.size, generator=generator)[self.rank :: self.world]
+                current_epoch = epoch
+            yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+
+
+def batch_images(batch: Any) -> int:
+    """Number of images in a batch: ``(images, labels)`` or ``(list_of_images, list_of_targets)``."""
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(first)
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    data: Dataset,
+    schedule: Schedule,
+    out_dir: Path,
+    *,
+    seed: int,
+    device: torch.device,
+    description: str,
+    select_path: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` with ``task.loss`` for ``schedule.iterations``; resume from ``out_dir`` if possible.
+
+    ``select_path(iteration)`` (supernets) activates that iteration's path before the forward pass.
+    Writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and ``log.jsonl`` (one line per
+    logged iteration); returns the final training figures.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base_lr = schedule.lr if schedule.lr is not None else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
+    optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
+    start = 0
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        console.log(f"{description}: resuming at iteration {start}/{schedule.iterations}")
+    _truncate_log(out_dir / "log.jsonl", start)
+
+    trained = _wrap_for_ddp(model, device)
+    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate)
+    model.train()
+    figures: dict[str, float] = {}
+    smoothed = math.nan
+    with console.progress(schedule.iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
+        bar.update(start)
+        batches = iter(loader)
+        for iteration in range(start, schedule.iterations):
+            tick = time.perf_counter()
+            torch.manual_seed(derived_seed(seed, 1, iteration))
+            batch = next(batches)
+            if select_path is not None:
+                select_path(iteration)
+            lr = learning_rate(schedule, base_lr, iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(trained, batch)
+            if not torch.isfinite(loss):
+                raise NasEngineError(
+                    f"{description}: loss became {loss.item()} at iteration {iteration}; lower the learning rate "
+                    f"(now {lr:.3g}) — the last good checkpoint is {checkpoint_path}"
+                )
+            loss.backward()
+            optimizer.step()
+            seconds = time.perf_counter() - tick
+            value = float(loss.detach())
+            smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
+            images_per_s = batch_images(batch) * distributed.world_size() / seconds
+            figures = {"loss": smoothed, "lr": lr, "img/s": images_per_s}
+            bar.update(iteration + 1, loss=smoothed, **{"img/s": images_per_s})
+            if distributed.is_main():
+                log_file.write(json.dumps({"iteration": iteration + 1, "loss": value, "lr": lr, "images_per_s": images_per_s}) + "\n")
+            done = iteration + 1
+            if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
+                log_file.flush()
+                _save(model, optimizer, done, checkpoint_path)
+    if start < schedule.iterations:
+        _save(model, optimizer, schedule.iterations, checkpoint_path)
+    return figures
+
+
+def _save(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path) -> None:
+    if distributed.is_main():
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, path)
+    distributed.barrier()
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop log lines past ``iteration`` (written after the checkpoint a resume starts from)."""
+    if not path.exists() or not distributed.is_main():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP under torchrun (unused parameters allowed: only one path runs per step), else the model itself."""
+    if not distributed.is_distributed():
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
