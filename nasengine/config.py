@@ -37,7 +37,7 @@ class SearchConfig:
     strategy: str = "evolution"
     strategy_options: dict[str, Any] = field(default_factory=dict)
     flops_min: float = 0.0
-    flops_max: float | None = None  # None: the space's default (300M for shufflenet-small)
+    flops_max: float | None = None  # None: the space's ``default_flops_max`` (300M for shufflenet-small)
     flops_image_size: int = 224
     batch_size: int = 16  # evaluation batch for calibration and scoring
     on: str = "detection"  # "classification" searches on the pre-training task (ClsNASNet)
@@ -58,13 +58,12 @@ class RunConfig:
     retrain_baseline: bool = True
     seed: int = 0
     channels_last: bool = True
+    data_workers: int = 0  # DataLoader worker processes for training (raise it for JPEG datasets like ImageNet)
     preset: str = "demo"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-DEFAULT_FLOPS_MAX = {"shufflenet-small": 300e6, "shufflenet-large": 1.3e9}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's schedules and search settings (DESIGN.md §5). Fine-tuning length is set per dataset below.
@@ -151,8 +150,6 @@ def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
         config.finetune_schedule.iterations = 22_500
     if not config.pretrain and not finetune_set:  # DetNAS-scratch: fine-tune twice as long
         config.finetune_schedule.iterations *= 2
-    if config.search.flops_max is None:
-        config.search.flops_max = DEFAULT_FLOPS_MAX.get(config.space, math.inf)
     if config.search.on not in ("detection", "classification"):
         raise NasEngineError(f"search.on must be 'detection' or 'classification', not {config.search.on!r}")
 

@@ -41,6 +41,9 @@ class Run:
     def create(cls, directory: str | Path, config: RunConfig) -> "Run":
         """Start a run in ``directory``, or continue the one there if it has the same configuration."""
         directory = Path(directory)
+        if config.search.flops_max is None:
+            space = registry.create("space", config.space, **config.space_options)
+            config.search.flops_max = float(space.default_flops_max)
         saved_path = directory / "config.toml"
         if saved_path.exists():
             saved = configuration.load(saved_path)
@@ -109,6 +112,7 @@ class Run:
             device=self.device,
             description=label,
             select_path=select_path,
+            workers=self.config.data_workers,
         )
         return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -180,7 +184,7 @@ class Run:
             if arch is None:
                 raise NasEngineError(f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch")
         entries = {"best": tuple(arch)}
-        baseline = getattr(self.space, "baseline_name", None)
+        baseline = self.space.baseline_name
         if self.config.retrain_baseline and baseline:
             entries[baseline] = tuple(self.space.named[baseline])
         results = {}

@@ -63,6 +63,8 @@ class Space(ABC):
     choices: tuple[int, ...]
     out_channels: list[int]
     named: dict[str, Arch]
+    baseline_name: str | None = None  # the named architecture the winner is compared with
+    default_flops_max: float = math.inf  # the search's FLOPs limit when none is given
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this space (part of every cache key)."""

@@ -114,12 +114,14 @@ def train(
     device: torch.device,
     description: str,
     select_path: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` with ``task.loss`` for ``schedule.iterations``; resume from ``out_dir`` if possible.
 
     ``select_path(iteration)`` (supernets) activates that iteration's path before the forward pass.
     Writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and ``log.jsonl`` (one line per
-    logged iteration); returns the final training figures.
+    logged iteration); returns the final training figures. With ``workers`` > 0 the data is loaded in
+    worker processes (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     base_lr = schedule.lr if schedule.lr is not None else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
@@ -136,7 +138,8 @@ def train(
 
     trained = _wrap_for_ddp(model, device)
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers,
+                        persistent_workers=False)
     model.train()
     figures: dict[str, float] = {}
     smoothed = math.nan

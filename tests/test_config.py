@@ -1,0 +1,41 @@
+"""Configuration: presets, TOML files, overrides, and the paper's dataset-dependent rules."""
+
+import pytest
+
+from nasengine import config
+from nasengine.errors import NasEngineError
+
+
+def test_precedence_preset_then_file_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('seed = 5\n[pretrain_schedule]\niterations = 77\n[search.strategy_options]\npopulation = 7\n')
+    resolved = config.resolve("demo", path, {"seed": 9})
+    assert resolved.seed == 9
+    assert resolved.pretrain_schedule.iterations == 77
+    assert resolved.pretrain_schedule.batch_size == config.PRESETS["demo"]["pretrain_schedule"]["batch_size"]
+    assert resolved.search.strategy_options["population"] == 7
+    assert resolved.search.strategy_options["generations"] == 3
+
+
+def test_saved_config_round_trips(tmp_path):
+    resolved = config.resolve("paper", overrides={"task": "voc-retinanet", "search": {"flops_min": 1e8}})
+    config.save(resolved, tmp_path / "config.toml")
+    assert config.load(tmp_path / "config.toml") == resolved
+
+
+def test_paper_rules():
+    assert config.resolve("paper").finetune_schedule.iterations == 90_000
+    assert config.resolve("paper", overrides={"task": "voc-fpn"}).finetune_schedule.iterations == 22_500
+    scratch = config.resolve("paper", overrides={"pretrain": False})
+    assert scratch.finetune_schedule.iterations == 180_000
+
+
+def test_unknown_keys_and_presets_are_clear(tmp_path):
+    with pytest.raises(NasEngineError, match="unknown preset 'fast'; known presets: paper, demo, smoke"):
+        config.resolve("fast")
+    with pytest.raises(NasEngineError, match="unknown config key pretrain_schedule.'iters'"):
+        config.resolve("demo", overrides={"pretrain_schedule": {"iters": 3}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = = 3")
+    with pytest.raises(NasEngineError, match="is not valid TOML"):
+        config.resolve("demo", bad)

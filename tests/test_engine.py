@@ -1,0 +1,81 @@
+"""The whole protocol at smoke size: run, resume, search replay, constraint, CLI, random baseline."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from nasengine.cli import cli
+from nasengine.history import read_history
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One complete smoke run shared by the tests below (they only read it or copy it)."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
+    return out, result.output
+
+
+def test_smoke_run_writes_every_phase(smoke_run):
+    out, output = smoke_run
+    for phase in ("pretrain", "finetune", "search", "retrain"):
+        assert (out / phase / "done.json").exists(), phase
+    history = read_history(out / "search" / "history.jsonl")
+    assert len(history) == 4 * 2  # population x generations
+    assert len({tuple(r["arch"]) for r in history}) == len(history)  # never evaluated twice
+    assert all(r["flops"] <= 300e6 for r in history)
+    assert all({"calib_seconds", "score_seconds", "metrics", "generation", "params"} <= set(r) for r in history)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert set(summary["retrain"]) == {"best", "shufflenetv2-20"}
+    assert "AP" in summary["retrain"]["best"]["test"]
+    assert (out / "report" / "search_progress.png").exists()
+    assert "shufflenetv2-20" in output
+
+
+def test_rerunning_a_finished_run_does_nothing_new(smoke_run):
+    out, _ = smoke_run
+    before = (out / "search" / "history.jsonl").read_text()
+    invoke("run", "--preset", "smoke", "--out", out, "--quiet")
+    assert (out / "search" / "history.jsonl").read_text() == before
+
+
+def test_interrupted_search_resumes_to_the_same_history(smoke_run, tmp_path):
+    out, _ = smoke_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    lines = (copy / "search" / "history.jsonl").read_text().splitlines()
+    # the process died while writing the sixth record: five complete lines and a torn one remain
+    (copy / "search" / "history.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
+    for name in ("done.json", "best.json"):
+        (copy / "search" / name).unlink()
+    shutil.rmtree(copy / "retrain")
+    shutil.rmtree(copy / "report")
+    invoke("search", copy, "--quiet")
+    original = [json.loads(line) for line in lines]
+    resumed = [json.loads(line) for line in (copy / "search" / "history.jsonl").read_text().splitlines()]
+    assert [r["arch"] for r in resumed] == [r["arch"] for r in original]
+    assert [r["score"] for r in resumed] == pytest.approx([r["score"] for r in original])
+    assert json.loads((copy / "search" / "best.json").read_text())["arch"] == \
+        json.loads((out / "search" / "best.json").read_text())["arch"]
+
+
+def test_same_out_with_other_config_is_refused(smoke_run):
+    out, _ = smoke_run
+    result = CliRunner().invoke(cli, ["run", "--preset", "smoke", "--out", str(out), "--seed", "3"])
+    assert result.exit_code != 0
+    assert "holds a run with a different configuration (seed: 0 there, 3 now)" in str(result.exception)
+
+
+def test_show_lists_phases_and_candidates(smoke_run):
+    out, _ = smoke_run
+    output = invoke("show", out).output
+    assert "search" in output and "done" in output
+    assert "best 8 of 8 candidates" in output
