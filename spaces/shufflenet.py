@@ -244,6 +244,7 @@ class ShuffleNetSmall(ShuffleNetSpace):
     description = "DetNAS ShuffleNetV2 space, 20 blocks × 4 choices, stages 64/160/320/640 (~300M FLOPs)"
     repeats = (4, 4, 8, 4)
     baseline_name = "shufflenetv2-20"
+    default_flops_max = 300e6  # the paper's search constraint for this space
 
     def __init__(self) -> None:
         super().__init__(16, (64, 160, 320, 640), {
@@ -266,11 +267,13 @@ class ShuffleNetLarge(ShuffleNetSpace):
         "1.3G": (48, (96, 240, 480, 960)),
         "3.8G": (72, (172, 432, 864, 1728)),
     }
+    FLOPS_LIMITS: ClassVar[dict[str, float]] = {"1.3G": 1.3e9, "3.8G": 3.8e9}
 
     def __init__(self, width: str = "1.3G") -> None:
         if width not in self.WIDTHS:
             raise NasEngineError(f"unknown width {width!r} for {self.name}; choose one of {', '.join(self.WIDTHS)}")
         self.width = width
+        self.default_flops_max = self.FLOPS_LIMITS[width]
         stem_channels, stage_channels = self.WIDTHS[width]
         super().__init__(stem_channels, stage_channels, {
             "detnasnet": (0, 0, 3, 1, 2, 1, 0, 2, 0, 3, 1, 2, 3, 3, 2, 0, 2, 1, 1, 3,

@@ -15,7 +15,7 @@ import math
 import random
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Strategy
@@ -156,6 +156,7 @@ class BatchStrategy(Strategy):
             batch.extend(self._sample_enumerated(target - len(batch)))
 
     def _sample_enumerated(self, count: int) -> list[Arch]:
+        """Up to ``count`` of the legal new architectures of a small space, uniformly, without repeats."""
         if math.prod(self.choices) > self.max_tries:
             self._unsatisfiable()
         every = itertools.product(*map(range, self.choices))
@@ -167,11 +168,13 @@ class BatchStrategy(Strategy):
             self._admit(arch)
         return chosen
 
-    def _unsatisfiable(self) -> None:
+    def _unsatisfiable(self) -> NoReturn:
+        """Raise ConstraintUnsatisfiable; the engine appends the space's FLOPs range and the limits."""
+        tries = self.max_tries
         if not self._order:
-            raise ConstraintUnsatisfiable(f"no architecture satisfies the FLOPs constraint after {self.max_tries} tries")
+            raise ConstraintUnsatisfiable(f"no architecture satisfies the FLOPs constraint after {tries} tries")
         raise ConstraintUnsatisfiable(
-            f"no new architecture satisfies the FLOPs constraint after {self.max_tries} tries "
+            f"no new architecture satisfies the FLOPs constraint after {tries} tries "
             f"({len(self._order)} found so far; raise the strategy's max_tries or widen the limits)"
         )
 
@@ -187,4 +190,6 @@ def _as_score(arch: Sequence[int], score: Any) -> float:
     try:
         return float(score)
     except (TypeError, ValueError):
-        raise NasEngineError(f"tell() got score {score!r} for architecture {tuple(arch)}; scores must be numbers") from None
+        raise NasEngineError(
+            f"tell() got score {score!r} for architecture {tuple(arch)}; scores must be numbers"
+        ) from None
