@@ -7,6 +7,7 @@ needs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tomllib
@@ -136,11 +137,35 @@ def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dic
     if preset not in PRESETS:
         raise NasEngineError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     defaults = RunConfig().to_dict()
-    merged = _merge(_merge(_merge(defaults, PRESETS[preset]), data), overrides or {})
+    explicit = _merge(data, overrides or {})
+    preset_values = copy.deepcopy(PRESETS[preset])
+    strategy = explicit.get("search", {}).get("strategy", defaults["search"]["strategy"])
+    _drop_foreign_strategy_options(preset_values, strategy)
+    merged = _merge(_merge(_merge(defaults, preset_values), data), overrides or {})
     merged["preset"] = preset
     config = _build(RunConfig, merged, "")
-    _apply_dataset_rules(config, explicit=_merge(data, overrides or {}))
+    _apply_dataset_rules(config, explicit=explicit)
     return config
+
+
+def _drop_foreign_strategy_options(preset_values: dict[str, Any], strategy: str) -> None:
+    """A preset's strategy options are meant for the evolution search; keep only those the chosen
+    strategy accepts (``random`` has no ``top_k``). Options the user gives are never dropped."""
+    import inspect
+
+    from nasengine import registry
+
+    options = preset_values.get("search", {}).get("strategy_options")
+    if not options:
+        return
+    try:
+        parameters = inspect.signature(registry.get("strategy", strategy)).parameters
+    except NasEngineError:
+        return  # an unknown strategy is reported when the search starts, with the known names
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in [k for k in options if k not in parameters]:
+        del options[key]
 
 
 def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:

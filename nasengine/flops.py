@@ -103,12 +103,13 @@ class CostTable:
             if position is None:
                 fixed_flops += part_flops
                 fixed_params += part_params
+            elif choice in flops.setdefault(position, {}):
+                raise NasEngineError(f"{space.name}.cost_parts yielded choice {choice} at position {position} twice")
             else:
-                flops.setdefault(position, {})[choice] = part_flops
+                flops[position][choice] = part_flops
                 params.setdefault(position, {})[choice] = part_params
-        expected = {p: set(range(n)) for p, n in enumerate(space.choices)}
-        if {p: set(row) for p, row in flops.items()} != expected:
-            raise NasEngineError(f"{space.name}.cost_parts did not yield every choice at every position exactly once")
+        if {p: set(row) for p, row in flops.items()} != {p: set(range(n)) for p, n in enumerate(space.choices)}:
+            raise NasEngineError(f"{space.name}.cost_parts did not yield every choice at every position")
         positions = range(len(space.choices))
         return cls(
             Cost(fixed_flops, fixed_params),
@@ -117,14 +118,15 @@ class CostTable:
         )
 
     def cost(self, arch: Arch) -> Cost:
-        if len(arch) != len(self.flops) or not all(0 <= c < len(row) for c, row in zip(arch, self.flops)):
+        try:
+            if len(arch) != len(self.flops) or min(arch) < 0:
+                raise IndexError
+            return Cost(self.fixed.flops + sum(map(list.__getitem__, self.flops, arch)),
+                        self.fixed.params + sum(map(list.__getitem__, self.params, arch)))
+        except (IndexError, TypeError, ValueError):
             raise NasEngineError(
-                f"architecture {tuple(arch)} does not fit the space: it needs {len(self.flops)} choices in range"
-            )
-        return Cost(
-            self.fixed.flops + sum(row[c] for row, c in zip(self.flops, arch)),
-            self.fixed.params + sum(row[c] for row, c in zip(self.params, arch)),
-        )
+                f"architecture {tuple(arch)} does not fit the space: it needs {len(self.flops)} choice indices in range"
+            ) from None
 
     def flops_range(self) -> tuple[int, int]:
         """Fewest and most FLOPs of any architecture (sums of the per-position extremes)."""
@@ -140,8 +142,8 @@ class CostTable:
         return cls(Cost(int(data["fixed"]["flops"]), int(data["fixed"]["params"])), data["flops"], data["params"])
 
 
-_tables: dict[str, CostTable] = {}
-_traced: dict[tuple[str, Arch], Cost] = {}  # full-trace answers for spaces without cost_parts
+_tables: dict[tuple[str, str, int], CostTable] = {}
+_traced: dict[tuple[tuple[str, str, int], Arch], Cost] = {}  # full-trace answers for spaces without cost_parts
 
 
 def _source_fingerprint(space: Space) -> str:
@@ -176,22 +178,28 @@ def _write_atomically(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp.name, path)
 
 
+def _memory_key(space: Space, image_size: int) -> tuple[str, str, int]:
+    # cheaper than the JSON key: this runs on every FLOPs query
+    return space.name, repr(sorted(space.options().items())), image_size
+
+
 def cost_table(space: Space, image_size: int = 224) -> CostTable:
     """The space's table: from memory, else from the disk cache, else built (and saved)."""
-    key = json.dumps(_key(space, image_size), sort_keys=True, default=str)
-    table = _tables.get(key)
+    memory_key = _memory_key(space, image_size)
+    table = _tables.get(memory_key)
     if table is not None:
         return table
+    key = json.loads(json.dumps(_key(space, image_size), default=str))  # as it reads back from the file
     path = table_path(space, image_size)
     try:
         data = json.loads(path.read_text())
-        table = CostTable.from_json(data) if data.get("key") == json.loads(key) else None
+        table = CostTable.from_json(data) if data.get("key") == key else None
     except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: rebuild
         table = None
     if table is None:
         table = CostTable.build(space, image_size)
-        _write_atomically({"key": json.loads(key), **table.to_json()}, path)
-    _tables[key] = table
+        _write_atomically({"key": key, **table.to_json()}, path)
+    _tables[memory_key] = table
     return table
 
 
@@ -204,7 +212,7 @@ def cost_of(space: Space, arch: Arch, image_size: int = 224) -> Cost:
     trace (remembered) when the space does not implement ``cost_parts``."""
     if _has_cost_parts(space):
         return cost_table(space, image_size).cost(arch)
-    key = (json.dumps(_key(space, image_size), sort_keys=True, default=str), tuple(arch))
+    key = (_memory_key(space, image_size), tuple(arch))
     if key not in _traced:
         network = space.build_network(tuple(arch))
         _traced[key] = Cost(trace_flops(network, image_size), count_params(network))

@@ -190,6 +190,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    budget: int | None = None  # total candidates the strategy will ask for, when known (progress bars)
 
     def __init__(self, choices: Sequence[int], constraint: Callable[[Arch], bool], seed: int, **params: Any):
         self.choices = tuple(choices)
@@ -203,8 +204,10 @@ class Strategy(ABC):
 
     @abstractmethod
     def ask(self) -> list[Arch]:
-        """The next candidates to evaluate (empty only when finished)."""
+        """The next candidates to evaluate. A batch may come back short (or empty) when a small space has
+        no legal, unseen architecture left; the strategy is then finished once that batch is told."""
 
     @abstractmethod
     def tell(self, results: list[tuple[Arch, float]]) -> None:
-        """Scores (higher is better) of the candidates from the last ``ask``."""
+        """Scores (higher is better; NaN ranks last) of candidates from the last ``ask``, in any order and
+        possibly over several calls; the engine tells every candidate before asking again."""

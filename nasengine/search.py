@@ -86,8 +86,7 @@ def run_search(
     search_loader = task.loader("search", train=False, batch_size=search.batch_size)
     asked: list[Arch] = []
     generation = 0
-    total = _budget(search.strategy_options)
-    with console.progress(total or 0, f"search ({search.strategy})", log_every=1) as bar:
+    with console.progress(strategy.budget or 0, f"search ({search.strategy})", log_every=1) as bar:
         while not strategy.finished:
             try:
                 candidates = strategy.ask()
@@ -138,8 +137,3 @@ def _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, s
     dist.all_gather_object(gathered, (mine, result))
     return [(tuple(arch), res) for arch, res in gathered if arch is not None]
 
-
-def _budget(options: dict[str, Any]) -> int | None:
-    if "population" in options and "generations" in options:
-        return int(options["population"]) * int(options["generations"])
-    return None

@@ -85,6 +85,7 @@ class BatchStrategy(Strategy):
         self.population = check_int("population", population, minimum=1)
         self.generations = check_int("generations", generations, minimum=1)
         self.max_tries = check_int("max_tries", max_tries, minimum=1)
+        self.budget = self.population * self.generations
         self._rng = random.Random(seed)
         self._order: dict[Arch, int] = {}  # every architecture asked, with its position in the ask order
         self._scores: dict[Arch, float] = {}

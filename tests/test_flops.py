@@ -164,3 +164,13 @@ def test_space_without_cost_parts_falls_back_to_a_full_trace(private_cache):
 def test_architectures_outside_the_table_are_refused(arch, private_cache):
     with pytest.raises(NasEngineError, match="does not fit"):
         cost_of(ToySpace(), arch, 12)
+
+
+@pytest.mark.parametrize("change", ["missing", "twice"])
+def test_incomplete_cost_parts_are_reported(change, monkeypatch):
+    space = ToySpace()
+    parts = list(space.cost_parts(8))
+    parts = parts[:-1] if change == "missing" else [*parts, parts[-1]]
+    monkeypatch.setattr(space, "cost_parts", lambda image_size: iter(parts))
+    with pytest.raises(NasEngineError, match="did not yield every choice" if change == "missing" else "twice"):
+        CostTable.build(space, 8)
