@@ -13,6 +13,11 @@ def format_arch(arch: Sequence[int]) -> str:
     return ",".join(str(int(c)) for c in arch)
 
 
+def compact_arch(arch: Sequence[int]) -> str:
+    """One digit per position when every choice is a single digit (for tables); else ``format_arch``."""
+    return "".join(map(str, arch)) if all(0 <= int(c) < 10 for c in arch) else format_arch(arch)
+
+
 def parse_arch(text: str, choices: Sequence[int], named: dict[str, Arch] | None = None) -> Arch:
     """An architecture from a name in ``named`` or a list of choice indices (comma/space separated, or
     one digit per position when every position has at most 10 choices)."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from nasengine import console as out
 from nasengine import registry
-from nasengine.arch import format_arch, parse_arch
+from nasengine.arch import compact_arch, format_arch, parse_arch
 from nasengine.errors import NasEngineError
 from nasengine.options import parse_pairs
 
@@ -102,7 +102,7 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
     table.add_column("architecture")
     table.add_column("FLOPs", justify="right")
     for arch_name, arch in space.named.items():
-        table.add_row(arch_name, format_arch(arch), f"{space.flops(arch, image_size):,}")
+        table.add_row(arch_name, compact_arch(arch), f"{space.flops(arch, image_size):,}")
     print_(table)
 
 
@@ -299,7 +299,7 @@ def show(run_dir: str, top: int) -> None:
         for column in ("rank", "architecture", "FLOPs", "score", "generation"):
             table.add_column(column)
         for index, record in enumerate(history[:top], 1):
-            table.add_row(str(index), format_arch(record["arch"]), f"{record['flops']:,}", f"{record['score']:.4f}", str(record["generation"]))
+            table.add_row(str(index), compact_arch(record["arch"]), f"{record['flops']:,}", f"{record['score']:.4f}", str(record["generation"]))
         print_(table)
     if summary["retrain"]:
         print_(summary_table(directory, summary))

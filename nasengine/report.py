@@ -50,23 +50,22 @@ def write_report(run: "Run") -> dict[str, Any]:
 
 
 def summary_table(directory: Path, summary: dict[str, Any]) -> Table:
-    table = Table(title=f"nasengine run {directory}")
-    table.add_column("network")
-    table.add_column("architecture")
-    table.add_column("FLOPs (224px)", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("search score", justify="right")
-    table.add_column("test score", justify="right")
-    table.add_column("test metrics")
+    """The retrained networks side by side; architectures and all test metrics in the caption."""
+    table = Table(title=f"nasengine run {directory}", title_justify="left", caption_justify="left")
+    for column in ("network", "MFLOPs", "params (M)", "search score", "test score"):
+        table.add_column(column, justify="left" if column == "network" else "right")
     best = summary.get("search_best")
+    notes = []
     for label, result in summary.get("retrain", {}).items():
         search_score = f"{best['score']:.4f}" if label == "best" and best else ""
-        metrics = "  ".join(f"{k} {v:.3f}" for k, v in result["test"].items() if k != "score")
-        table.add_row(label, result["arch_text"], f"{result['flops']:,}", f"{result['params']:,}", search_score,
-                      f"{result['test']['score']:.4f}", metrics)
+        table.add_row(label, f"{result['flops'] / 1e6:.1f}", f"{result['params'] / 1e6:.2f}", search_score,
+                      f"{result['test']['score']:.4f}")
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items() if k != "score")
+        notes.append(f"{label}: {result['arch_text']}\n  test {metrics}")
     if best and not summary.get("retrain"):
-        table.add_row("best (search)", best["arch_text"], f"{best['flops']:,}", f"{best['params']:,}",
-                      f"{best['score']:.4f}", "", "")
+        table.add_row("best (search)", f"{best['flops'] / 1e6:.1f}", f"{best['params'] / 1e6:.2f}", f"{best['score']:.4f}", "")
+        notes.append(f"best (search): {best['arch_text']}")
+    table.caption = "\n".join(notes)
     return table
 
 

@@ -319,10 +319,11 @@ class DetectionSplits:
     @cached_property
     def _partition(self) -> dict[str, list[int]]:
         ids = sorted(self.train_collection.coco.imgs)
-        if not 0 <= self.search_size < len(ids):
+        if not 0 <= self.search_size < len(ids) or not 0 < self.calib_size <= len(ids) - self.search_size:
             raise NasEngineError(
-                f"search_size {self.search_size} leaves no training images: {self.train_collection.source} has "
-                f"{len(ids)} images; pass a smaller search_size task option"
+                f"{self.train_collection.source} has {len(ids)} training images: search_size={self.search_size} and "
+                f"calib_size={self.calib_size} must leave training images (need search_size < images and "
+                "0 < calib_size <= images - search_size); pass smaller task options"
             )
         order = np.random.default_rng(self.split_seed).permutation(len(ids))
         search = sorted(ids[i] for i in order[: self.search_size])
@@ -341,7 +342,12 @@ class DetectionSplits:
         if split != "test":
             return self._partition[split]
         ids = sorted(self.test_collection.coco.imgs)
-        if self.test_size is None or self.test_size >= len(ids):
+        if self.test_size is not None and self.test_size > len(ids):
+            raise NasEngineError(
+                f"test_size={self.test_size} is larger than the {len(ids)} test images of {self.test_collection.source}; "
+                "pass a smaller test_size task option (or none for all)"
+            )
+        if self.test_size is None or self.test_size == len(ids):
             return ids
         order = np.random.default_rng([self.split_seed, 2]).permutation(len(ids))
         return sorted(ids[i] for i in order[: self.test_size])
