@@ -2,7 +2,8 @@
 
 Prints the cold table build time (into a temporary cache folder), the median time of one query each way
 (the trace includes building the network, as the fallback does), and the counts of the space's published
-architecture both ways; the table must agree with every traced architecture.
+architecture both ways; the table must agree with every traced architecture. Runs on one intra-op thread:
+a batch-1 trace gains nothing from more, and shared machines give steadier figures that way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -62,11 +64,12 @@ def main() -> None:
                       published, f"{space.flops(traced_archs[0], IMAGE_SIZE):,}", f"{counts[0]:,}",
                       "yes" if equal else "[red]NO[/red]")
     console = Console()
-    console.width = max(console.width, 130)  # keep the rows whole when printing to a file or pipe
+    console.width = max(console.width, 140)  # keep the rows whole when printing to a file or pipe
     console.print(table)
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as cache:
         os.environ["NASENGINE_CACHE"] = cache  # time a cold table build without touching the user's cache
         main()

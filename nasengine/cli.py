@@ -85,10 +85,10 @@ def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_opti
 @space_option
 def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
     """Positions, choices, size, FLOPs range and named architectures of a space."""
-    from nasengine.flops import flops_range
+    from nasengine.search import known_flops_range
 
     space = _space(name, space_options)
-    low, high = flops_range(space, image_size)
+    known = known_flops_range(space, image_size)
     print_(f"[bold]{space.name}[/bold] — {space.description}")
     counts = sorted(set(space.choices))
     choice_text = f"{counts[0]}" if len(counts) == 1 else "/".join(map(str, counts))
@@ -96,7 +96,11 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
     print_(f"positions: {len(space.choices)}, choices per position: {choice_text}")
     print_(f"space size: {exponent}{float(space.size):.2e} architectures")
     print_(f"feature maps: {space.out_channels} channels")
-    print_(f"FLOPs at {image_size}px: min {low:,} ({low / 1e6:.1f}M), max {high:,} ({high / 1e6:.1f}M)")
+    if known:
+        low, high = known
+        print_(f"FLOPs at {image_size}px: min {low:,} ({low / 1e6:.1f}M), max {high:,} ({high / 1e6:.1f}M)")
+    else:
+        print_(f"FLOPs at {image_size}px: range unknown (the space does not implement cost_parts)")
     table = Table(title="named architectures", title_justify="left")
     table.add_column("name", style="bold")
     table.add_column("architecture")

@@ -91,8 +91,10 @@ class Space(ABC):
         """Modules to count FLOPs on, each with its input shape, for the lookup table.
 
         Yields ``(position, choice, module, input_shape)``; ``position`` and ``choice`` are None for
-        the fixed parts (stem, ...). A space that cannot be split this way leaves it unimplemented and
-        FLOPs come from a full trace of ``build_network`` instead.
+        the fixed parts (stem, ...). The same module object yielded again with the same input shape is
+        traced only once, so identical positions can share one module. A space that cannot be split this
+        way leaves it unimplemented: FLOPs then come from a full trace of ``build_network`` (slower, and
+        the space's FLOPs range is unknown).
         """
         raise NotImplementedError
 

@@ -29,14 +29,29 @@ from nasengine.history import History
 from nasengine.interfaces import Arch, Space, Supernet, Task
 
 
+def known_flops_range(space: Space, image_size: int) -> tuple[int, int] | None:
+    """The space's FLOPs range, or None for a space without a lookup table (``cost_parts``)."""
+    try:
+        return flops_range(space, image_size)
+    except NasEngineError:
+        return None
+
+
+def _range_text(space: Space, image_size: int) -> str:
+    known = known_flops_range(space, image_size)
+    return f"{known[0]:,} to {known[1]:,} MACs" if known else "an unknown range of MACs (no cost_parts)"
+
+
 def flops_constraint(space: Space, search: SearchConfig):
     """``arch -> bool`` for the FLOPs window, after checking the window meets the space at all."""
-    low, high = flops_range(space, search.flops_image_size)
     limit_min, limit_max = search.flops_min, search.flops_max
+    known = known_flops_range(space, search.flops_image_size)
+    low, high = known if known else (limit_min, limit_max)
     if limit_max < low or limit_min > high or limit_min > limit_max:
         raise NasEngineError(
             f"no architecture of {space.name} fits FLOPs in [{limit_min:,.0f}, {limit_max:,.0f}]: the space spans "
-            f"{low:,} to {high:,} MACs at {search.flops_image_size}px; choose --flops-min/--flops-max inside that range"
+            f"{_range_text(space, search.flops_image_size)} at {search.flops_image_size}px; "
+            "choose --flops-min/--flops-max inside that range"
         )
 
     def legal(arch: Arch) -> bool:
@@ -91,9 +106,8 @@ def run_search(
             try:
                 candidates = strategy.ask()
             except ConstraintUnsatisfiable as exc:
-                low, high = flops_range(space, search.flops_image_size)
                 raise NasEngineError(
-                    f"{exc}; {space.name} spans {low:,} to {high:,} MACs, the limits are "
+                    f"{exc}; {space.name} spans {_range_text(space, search.flops_image_size)}, the limits are "
                     f"[{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
                 ) from None
             pending = [arch for arch in candidates if arch not in history]

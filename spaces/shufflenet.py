@@ -105,7 +105,6 @@ class ShuffleBlock(nn.Module):
         return torch.cat((self.left(x), self.right(x)), dim=1)
 
 
-
 class ChoiceBlock(nn.Module):
     """Every choice of one position; the supernet calls the chosen one."""
 

@@ -1,4 +1,8 @@
-"""The ShuffleNetV2 spaces: block shapes and layer order, supernet paths, standalone extraction, path-wise SGD."""
+"""The ShuffleNetV2 spaces: block shapes and layer order, supernet paths, standalone extraction, path-wise SGD.
+
+The tests run on one intra-op thread: their tiny batches gain nothing from more, and on the shared 2-core
+machines two threads per process oversubscribe the cores.
+"""
 
 import random
 
@@ -9,6 +13,14 @@ from torch import nn
 from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.spaces.shufflenet import ShuffleBlock, ShuffleNetLarge, ShuffleNetSmall, ShuffleNetSupernet
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_arch(space, rng: random.Random) -> tuple[int, ...]:
