@@ -4,13 +4,14 @@ For ``coco-fpn`` and ``coco-retinanet`` (the VOC tasks build the same models) at
 (128-px images, batch 8, FPN 64 channels), on the ``shufflenet-small`` supernet with the task's published
 DetNAS path active and ``channels_last`` as the engine runs it: images/s of a training step (forward,
 backward, SGD) over 3 warm-up and 10 timed steps, and of eval-mode inference (no grad) over 1 warm-up
-and 5 timed batches. Batches are read before timing, so the figures are the model's alone. The load
+and 5 timed batches; each from the median batch time. Batches are read before timing, so the figures are the model's alone. The load
 average is printed with the table: on a shared machine other processes slow every figure.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from itertools import cycle, islice
 
@@ -26,15 +27,19 @@ EVAL_WARMUP, EVAL_BATCHES = 1, 5
 
 
 def _images_per_second(run, batches: list, warmup: int) -> tuple[float, float]:
-    """``(images/s, seconds per batch)`` of ``run(batch)`` over ``batches`` after the first ``warmup``."""
+    """``(images/s, seconds per batch)`` of ``run(batch)`` from the median batch time after ``warmup`` batches.
+
+    The median, not the mean, so that a burst of load from another process does not decide the figure.
+    """
     for batch in batches[:warmup]:
         run(batch)
-    timed = batches[warmup:]
-    start = time.perf_counter()
-    for batch in timed:
+    times = []
+    for batch in batches[warmup:]:
+        start = time.perf_counter()
         run(batch)
-    elapsed = time.perf_counter() - start
-    return sum(len(batch[0]) for batch in timed) / elapsed, elapsed / len(timed)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return len(batches[0][0]) / seconds, seconds
 
 
 def measure(task_name: str, arch_name: str) -> dict[str, float]:
@@ -67,7 +72,7 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
 def main() -> None:
     rows = [(name, measure(name, arch)) for name, arch in TASKS]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    table = Table(title=f"Detection throughput on the embedded data, shufflenet-small supernet path, channels_last, "
+    table = Table(title=f"Detection throughput (median batch) on the embedded data, shufflenet-small supernet path, channels_last, "
                         f"{torch.get_num_threads()} threads (load average {load})", title_justify="left")
     for column in ("task", "image px", "batch", "train img/s", "s / train step", "infer img/s", "s / infer batch"):
         table.add_column(column, justify="left" if column == "task" else "right", no_wrap=True)

@@ -1,24 +1,34 @@
 """Benchmark: one FLOPs query answered by the lookup table vs by a full fvcore trace, for each space.
 
-Prints the cold table build time (into a temporary cache folder), the median time of one query each way
-(the trace includes building the network, as the fallback does), and the counts of the space's published
-architecture both ways; the table must agree with every traced architecture. Runs on one intra-op thread:
-a batch-1 trace gains nothing from more, and shared machines give steadier figures that way.
+For shufflenet-small, shufflenet-large and shufflenet-large 3.8G at 224×224 it prints the cold table build
+time (built and saved into an empty temporary cache folder, fvcore already imported), the median time of one
+query by table lookup (over ``LOOKUPS`` random architectures) and by full trace (over ``TRACES``
+architectures; a trace includes building the network, as the fallback does), the speed-up, and the MACs of
+the space's published architecture both ways. "equal" says whether the table agreed with every traced
+architecture.
+
+Traces run on one intra-op thread by default (``--threads``): a batch-1 trace gains nothing from more, and
+on shared 2-core machines extra threads oversubscribe the cores and make traces many times slower.
+
+    python bench/flops_lookup.py [--threads N]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from nasengine import registry
 from nasengine.flops import cost_table, trace_flops
@@ -27,11 +37,13 @@ from nasengine.interfaces import Arch, Space
 SPACES = [("shufflenet-small", {}, "detnas-coco-fpn-300m"), ("shufflenet-large", {}, "detnasnet"),
           ("shufflenet-large", {"width": "3.8G"}, "detnasnet")]  # (space, options, published architecture)
 IMAGE_SIZE = 224
-LOOKUPS = 2000
-TRACES = 3  # the published architecture plus random ones
+LOOKUPS = 1000
+TRACES = 5  # the published architecture plus random ones
+
+T = TypeVar("T")
 
 
-def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
     """``function(*args)`` and the seconds it took."""
     start = time.perf_counter()
     result = function(*args)
@@ -39,20 +51,25 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 
 def _traced(space: Space, arch: Arch) -> int:
+    """MACs of the architecture the way a space without a table gets them: build the network, trace it."""
     return trace_flops(space.build_network(arch), IMAGE_SIZE)
 
 
-def main() -> None:
-    table = Table(title=f"One FLOPs query at {IMAGE_SIZE}px: lookup table vs full fvcore trace (medians; MACs of "
-                        f"the published architecture; equal: table = trace on all {TRACES} traced architectures)",
+def main(threads: int) -> None:
+    torch.set_num_threads(threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trace_flops(nn.Conv2d(3, 3, 1), 8)  # import fvcore and warm up the tracer outside the timings
+    table = Table(title=f"One FLOPs query at {IMAGE_SIZE}px, {threads} thread(s): lookup table (median of "
+                        f"{LOOKUPS}) vs full fvcore trace (median of {TRACES}); MACs of the published architecture",
                   title_justify="left")
-    for column in ("space", "table build", "lookup", "trace", "speed-up", "published", "MACs by table",
+    for column in ("space", "table build (cold)", "lookup", "trace", "speed-up", "published", "MACs by table",
                    "MACs by trace", "equal"):
         table.add_column(column, justify="left" if column in ("space", "published") else "right", no_wrap=True)
     rng = random.Random(0)
     for name, options, published in SPACES:
         space = registry.create("space", name, **options)
-        _, build = _timed(cost_table, space, IMAGE_SIZE)  # cold: the cache folder is empty
+        _, build = _timed(cost_table, space, IMAGE_SIZE)  # cold: nothing in memory or in the cache folder
         archs = [tuple(rng.randrange(n) for n in space.choices) for _ in range(LOOKUPS)]
         lookup = statistics.median(_timed(space.flops, arch, IMAGE_SIZE)[1] for arch in archs)
         traced_archs = [space.named[published], *archs[: TRACES - 1]]
@@ -64,12 +81,14 @@ def main() -> None:
                       published, f"{space.flops(traced_archs[0], IMAGE_SIZE):,}", f"{counts[0]:,}",
                       "yes" if equal else "[red]NO[/red]")
     console = Console()
-    console.width = max(console.width, 140)  # keep the rows whole when printing to a file or pipe
+    console.width = max(console.width, 150)  # keep the rows whole when printing to a file or pipe
     console.print(table)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["NASENGINE_CACHE"] = cache  # time a cold table build without touching the user's cache
-        main()
+        main(arguments.threads)

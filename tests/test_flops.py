@@ -246,3 +246,23 @@ def test_incomplete_cost_parts_are_reported(change: str, monkeypatch: pytest.Mon
     monkeypatch.setattr(space, "cost_parts", lambda image_size: iter(parts))
     with pytest.raises(NasEngineError, match="did not yield every choice" if change == "missing" else "twice"):
         CostTable.build(space, 8)
+
+
+def test_a_shared_module_is_traced_once_per_input_shape(monkeypatch: pytest.MonkeyPatch):
+    space = ToySpace()
+    space.choices = (2, 1)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    big, small = (1, 8, 6, 6), (1, 8, 4, 4)
+    parts = [(None, None, conv, big), (0, 0, conv, big), (0, 1, conv, small), (1, 0, conv, small)]
+    monkeypatch.setattr(space, "cost_parts", lambda image_size: iter(parts))
+    traced = []
+
+    def counting_trace(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+        traced.append(input_shape)
+        return trace_flops(module, input_shape)
+
+    monkeypatch.setattr(flops, "trace_flops", counting_trace)
+    table = CostTable.build(space, 12)
+    assert traced == [big, small]
+    assert table.fixed.flops == 36 * 8 * 8 * 9
+    assert table.flops == [[36 * 8 * 8 * 9, 16 * 8 * 8 * 9], [16 * 8 * 8 * 9]]
