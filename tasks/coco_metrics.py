@@ -22,8 +22,12 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 def detections_to_results(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image_id: int, category_ids: Sequence[int]
 ) -> list[dict]:
-    """COCO result entries for one image: ``xyxy`` → ``xywh``, label ``l`` → ``category_ids[l - 1]``."""
-    boxes = boxes.detach().to("cpu", torch.float64)
+    """COCO result entries for one image: ``xyxy`` → ``xywh``, label ``l`` → ``category_ids[l - 1]``.
+
+    Label 0 (background) is dropped: RetinaNet scores it like any class and can return it.
+    """
+    keep = labels > 0
+    boxes, scores, labels = boxes[keep].detach().to("cpu", torch.float64), scores[keep], labels[keep]
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     return [
         {"image_id": int(image_id), "category_id": int(category_ids[label - 1]), "bbox": box, "score": score}

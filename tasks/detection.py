@@ -13,10 +13,11 @@ read when a task is constructed: the annotations are loaded and checked when a s
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Task
+
+if TYPE_CHECKING:  # the data modules import pycocotools and PIL: loaded on first use, not with the task
+    from nasengine.tasks.coco_data import Collection, CocoDetection, DetectionSplits
+    from nasengine.tasks.voc_data import VocReader
 
 # Defaults for user data are the paper's scale (DetNAS §4, torchvision's detectors). The embedded data is
 # 1,500 train / 300 test images of 128 px with 1–4 objects of 6–55 px (median 21), so: no resizing; one
@@ -66,11 +71,11 @@ class DetectionTask(Task):
     base_batch_size: ClassVar[int] = 16
     score_metric: ClassVar[str] = "AP"  # the entry of ``evaluate``'s result that becomes ``score``
 
-    def __init__(self, *, data_root: str | None = None, min_size: int | None = None, max_size: int | None = None,
+    def __init__(self, *, data_root: str | Path | None = None, min_size: int | None = None, max_size: int | None = None,
                  anchor_sizes: Sequence[int] | None = None, fpn_channels: int | None = None,
                  batch_size: int | None = None, search_size: int | None = None, calib_size: int | None = None,
                  test_size: int | None = None, split_seed: int = 0, score_thresh: float = 0.05):
-        self.data_root = data_root
+        self.data_root = None if data_root is None else str(data_root)
         self.min_size = _default(min_size, "min_size", data_root)
         self.max_size = _default(max_size, "max_size", data_root)
         self.anchor_sizes = _default(anchor_sizes, "anchor_sizes", data_root)
@@ -80,6 +85,8 @@ class DetectionTask(Task):
         self.calib_size = _default(calib_size, "calib_size", data_root)
         if test_size is not None and not (_is_int(test_size) and test_size > 0):
             raise NasEngineError(f"task option test_size must be a positive integer (or absent for all), not {test_size!r}")
+        if isinstance(score_thresh, bool) or not isinstance(score_thresh, (int, float)) or not 0 <= score_thresh <= 1:
+            raise NasEngineError(f"task option score_thresh must be a number in [0, 1], not {score_thresh!r}")
         self.test_size, self.split_seed, self.score_thresh = test_size, split_seed, float(score_thresh)
 
     def options(self) -> dict[str, Any]:
@@ -99,14 +106,16 @@ class DetectionTask(Task):
 
         return embedded_detection.ensure_embedded_detection_data() / embedded_folder
 
-    def _load_train(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _load_train(self) -> Collection:
+        """The checked training collection (train, search and calib are drawn from it)."""
 
-    def _load_test(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _load_test(self) -> Collection:
+        """The checked test collection."""
 
     @cached_property
-    def _splits(self):
+    def _splits(self) -> DetectionSplits:
         from nasengine.tasks.coco_data import DetectionSplits
 
         return DetectionSplits(self._load_train, self._load_test, search_size=self.search_size,
@@ -165,7 +174,7 @@ def _to_device(batch: Any, device: torch.device) -> tuple[list[torch.Tensor], li
     return images, targets
 
 
-def _coco_dataset(loader: DataLoader):
+def _coco_dataset(loader: DataLoader) -> CocoDetection:
     """The ``CocoDetection`` under ``loader`` (through ``Subset``-style wrappers): its ground truth and categories."""
     from nasengine.tasks.coco_data import CocoDetection
 
@@ -195,13 +204,13 @@ class CocoTask(DetectionTask):
         return {**super().options(), "train_images": self.train_images, "train_annotations": self.train_annotations,
                 "test_images": self.test_images, "test_annotations": self.test_annotations}
 
-    def _load_train(self):
+    def _load_train(self) -> Collection:
         from nasengine.tasks.coco_data import load_coco
 
         root = self._root("coco")
         return load_coco(root / self.train_images, root / self.train_annotations)
 
-    def _load_test(self):
+    def _load_test(self) -> Collection:
         from nasengine.tasks.coco_data import load_coco
 
         root = self._root("coco")
@@ -222,15 +231,15 @@ class VocTask(DetectionTask):
         return {**super().options(), "train_set": self.train_set, "test_set": self.test_set}
 
     @cached_property
-    def _reader(self):
+    def _reader(self) -> VocReader:
         from nasengine.tasks.voc_data import VocReader
 
         return VocReader(self._root("voc"), (self.train_set, self.test_set))
 
-    def _load_train(self):
+    def _load_train(self) -> Collection:
         return self._reader.collection(self.train_set)
 
-    def _load_test(self):
+    def _load_test(self) -> Collection:
         return self._reader.collection(self.test_set)
 
 
@@ -261,13 +270,14 @@ class FasterRcnnDetector:
 class RetinaNetDetector:
     """Mixin: RetinaNet on C3–C5 with P6/P7 and focal loss, the paper's one-stage detector.
 
-    Its score threshold defaults lower than Faster R-CNN's: early in training focal-loss scores all sit
-    under 0.05, and a candidate with no detections cannot be ranked.
+    Its score threshold defaults far below torchvision's 0.05: focal loss drives every score under the 0.01
+    prior within a few steps, long before the detector is good, and a candidate with no detections cannot be
+    ranked. COCOeval keeps the best 100 per image either way.
     """
 
     base_lr: ClassVar[float] = 0.01
 
-    def __init__(self, *, score_thresh: float = 0.01, **options: Any):
+    def __init__(self, *, score_thresh: float = 0.001, **options: Any):
         super().__init__(score_thresh=score_thresh, **options)
 
     def build_model(self, backbone: nn.Module, out_channels: Sequence[int]) -> nn.Module:

@@ -113,7 +113,7 @@ def build_retinanet(
     fpn_channels: int,
     score_thresh: float,
 ) -> RetinaNet:
-    """RetinaNet on C3–C5 with P6/P7; ``num_classes`` counts the background (label 0, never predicted)."""
+    """RetinaNet on C3–C5 with P6/P7; ``num_classes`` counts the background (label 0, never a training target)."""
     _check(out_channels, anchor_sizes)
     features = FeaturePyramid(backbone, out_channels, range(1, 4), fpn_channels, LastLevelP6P7(out_channels[-1], fpn_channels))
     sizes = tuple((int(s), int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_sizes)

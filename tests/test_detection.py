@@ -162,3 +162,9 @@ def test_train_flips_boxes_with_the_image():
     expected = torch.stack([width - plain[1]["boxes"][:, 2], plain[1]["boxes"][:, 1],
                             width - plain[1]["boxes"][:, 0], plain[1]["boxes"][:, 3]], dim=1)
     assert torch.equal(flipped[1]["boxes"], expected) and torch.equal(flipped[1]["labels"], plain[1]["labels"])
+
+
+def test_results_convert_boxes_and_labels_and_drop_background():
+    results = detections_to_results(torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.0, 0.0, 5.0, 5.0]]), torch.tensor([0.9, 0.8]),
+                                    torch.tensor([2, 0]), image_id=7, category_ids=[3, 9])
+    assert results == [{"image_id": 7, "category_id": 9, "bbox": [1.0, 2.0, 10.0, 20.0], "score": pytest.approx(0.9)}]

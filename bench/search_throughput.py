@@ -1,0 +1,67 @@
+"""Search throughput in the demo preset: candidates evaluated per minute and where the time goes.
+
+Each candidate costs a BatchNorm recalibration on the ``calib`` split plus scoring on the ``search``
+split. With a run directory (``python bench/search_throughput.py runs/demo``) the figures come from its
+``search/history.jsonl``; without one, a few candidates are evaluated on a freshly initialised supernet
+with the demo preset's task settings (the time per candidate hardly depends on the weights).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nasengine import config as configuration
+from nasengine import registry
+from nasengine.history import read_history
+from nasengine.search import evaluate_candidate, flops_constraint
+
+
+def measure_fresh(candidates: int = 4) -> list[dict]:
+    config = configuration.resolve("demo")
+    space = registry.create("space", config.space, **config.space_options)
+    config.search.flops_max = space.default_flops_max
+    task = registry.create("task", config.task, **config.task_options)
+    supernet = space.build_supernet()
+    model = task.build_model(supernet, space.out_channels).to(memory_format=torch.channels_last)
+    strategy = registry.create("strategy", "random", choices=space.choices, constraint=flops_constraint(space, config.search),
+                               seed=0, population=candidates, generations=1)
+    calib = task.loader("calib", train=False, batch_size=config.search.batch_size)
+    search = task.loader("search", train=False, batch_size=config.search.batch_size)
+    evaluate_candidate(strategy.ask()[0], supernet, model, task, calib, search, seed=0)  # warm-up
+    strategy = registry.create("strategy", "random", choices=space.choices, constraint=flops_constraint(space, config.search),
+                               seed=1, population=candidates, generations=1)
+    return [evaluate_candidate(arch, supernet, model, task, calib, search, seed=0) for arch in strategy.ask()]
+
+
+def main() -> None:
+    started = time.perf_counter()
+    if len(sys.argv) > 1:
+        records = read_history(Path(sys.argv[1]) / "search" / "history.jsonl")
+        source = f"history of {sys.argv[1]}"
+    else:
+        records = measure_fresh()
+        source = "fresh supernet, demo preset task settings"
+    calib = [r["calib_seconds"] for r in records]
+    score = [r["score_seconds"] for r in records]
+    total = [r["seconds"] for r in records]
+    table = Table(title=f"search throughput ({len(records)} candidates, {source}, {torch.get_num_threads()} threads)",
+                  title_justify="left")
+    for column in ("figure", "value"):
+        table.add_column(column)
+    table.add_row("candidates per minute", f"{60 / statistics.fmean(total):.2f}")
+    table.add_row("seconds per candidate (mean)", f"{statistics.fmean(total):.2f}")
+    table.add_row("BN recalibration (calib split)", f"{statistics.fmean(calib):.2f} s  ({100 * sum(calib) / sum(total):.0f}%)")
+    table.add_row("scoring (search split + COCOeval)", f"{statistics.fmean(score):.2f} s  ({100 * sum(score) / sum(total):.0f}%)")
+    Console().print(table)
+    print(f"bench wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
