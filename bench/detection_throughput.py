@@ -72,7 +72,7 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
 def main() -> None:
     rows = [(name, measure(name, arch)) for name, arch in TASKS]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    table = Table(title=f"Detection throughput (median batch) on the embedded data, shufflenet-small supernet path, channels_last, "
+    table = Table(title=f"Detection throughput on the embedded data, shufflenet-small supernet path, channels_last, "
                         f"{torch.get_num_threads()} threads (load average {load})", title_justify="left")
     for column in ("task", "image px", "batch", "train img/s", "s / train step", "infer img/s", "s / infer batch"):
         table.add_column(column, justify="left" if column == "task" else "right", no_wrap=True)

@@ -80,12 +80,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
     "demo": {
         "pretrain_task": "fashion-mnist",
-        "pretrain_schedule": {"iterations": 600, "batch_size": 64, "lr": 0.2, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "checkpoint_every": 200},
-        "finetune_schedule": {"iterations": 300, "batch_size": 8, "lr": 0.02, "weight_decay": 1e-4,
-                              "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 30,
-                              "checkpoint_every": 100},
-        "search": {"strategy_options": {"population": 10, "top_k": 3, "generations": 3}},
+        "task_options": {"search_size": 100, "calib_size": 64},
+        "pretrain_schedule": {"iterations": 250, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 100},
+        "finetune_schedule": {"iterations": 220, "batch_size": 8, "lr": 0.02, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 20,
+                              "checkpoint_every": 50},
+        "search": {"batch_size": 16, "strategy_options": {"population": 8, "top_k": 3, "generations": 3}},
     },
     # Well under a minute: for tests.
     "smoke": {

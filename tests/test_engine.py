@@ -79,3 +79,15 @@ def test_show_lists_phases_and_candidates(smoke_run):
     output = invoke("show", out).output
     assert "search" in output and "done" in output
     assert "best 8 of 8 candidates" in output
+
+
+def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path):
+    out, _ = smoke_run
+    baseline = tmp_path / "baseline"
+    output = invoke("random-baseline", "--preset", "smoke", "-n", "2", "--out", baseline, "--compare", out, "--quiet").output
+    summary = json.loads((baseline / "random_baseline.json").read_text())
+    assert summary["count"] == 2
+    assert len({tuple(r["arch"]) for r in summary["results"]}) == 2
+    assert all(r["flops"] <= 300e6 for r in summary["results"])
+    assert summary["searched"]["arch"] == json.loads((out / "retrain" / "best" / "test.json").read_text())["arch"]
+    assert "random (mean ± std)" in output and "searched" in output
