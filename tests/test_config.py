@@ -43,7 +43,7 @@ def test_unknown_keys_and_presets_are_clear(tmp_path):
 
 def test_preset_strategy_options_fit_the_chosen_strategy():
     random_search = config.resolve("demo", overrides={"search": {"strategy": "random"}})
-    assert random_search.search.strategy_options == {"population": 10, "generations": 3}
+    assert random_search.search.strategy_options == {"population": 8, "generations": 3}
     assert config.resolve("demo").search.strategy_options["top_k"] == 3
     explicit = config.resolve("demo", overrides={"search": {"strategy": "random", "strategy_options": {"top_k": 2}}})
     assert explicit.search.strategy_options["top_k"] == 2  # the user's own options are never dropped
