@@ -17,7 +17,8 @@ import torch
 from nasengine.errors import NasEngineError
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -33,7 +34,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
-    _atomic_write(Path(path), lambda handle: torch.save(state, handle))
+    atomic_write(Path(path), lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def write_json(data: Any, path: str | Path) -> None:
     """Write ``data`` as indented JSON atomically."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def read_json(path: str | Path) -> Any:

@@ -222,10 +222,10 @@ def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 
 def save(config: RunConfig, path: str | Path) -> None:
-    from nasengine.checkpoint import _atomic_write
+    from nasengine.checkpoint import atomic_write  # imported here: checkpoint pulls in torch
 
     text = dumps_toml(config.to_dict())
-    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def load(path: str | Path) -> RunConfig:
