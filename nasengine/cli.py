@@ -253,8 +253,50 @@ def _phase_command(phase: str, help_text: str):
 
 _phase_command("pretrain", "Phase 1: pre-train the supernet of RUN_DIR on its classification task.")
 _phase_command("finetune", "Phase 2: fine-tune the supernet of RUN_DIR on its detection task.")
-_phase_command("search", "Phase 3: search on the trained supernet of RUN_DIR.")
 _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture alone and test it.")
+
+
+@cli.command("search")
+@click.argument("run_dir", type=click.Path())
+@click.option("--strategy", default=None,
+              help="A second search with this strategy (e.g. random) on the same trained supernet, into "
+                   "RUN_DIR/search-<strategy>/; the run's own search/ is left alone. Needs --budget-like.")
+@click.option("--budget-like", default=None, metavar="STRATEGY",
+              help="Give --strategy as many candidates as the run's own STRATEGY search (e.g. evolution).")
+@click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
+def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: bool) -> None:
+    """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
+    from nasengine.engine import Run
+
+    out.set_quiet(quiet)
+    run_ = Run.open(run_dir)
+    if strategy is None:
+        if budget_like is not None:
+            raise NasEngineError("--budget-like sizes a second search; give it with --strategy (e.g. --strategy random)")
+        run_.search()
+        return
+    if budget_like is None:
+        raise NasEngineError(f"--strategy {strategy} needs --budget-like STRATEGY to set its number of candidates "
+                             f"(this run searches with {run_.config.search.strategy})")
+    from nasengine import distributed
+    from nasengine.report import write_report
+    from nasengine.search_compare import (COMPARED_STRATEGY, budget_matched_options, comparison_table,
+                                          plot_comparison, search_comparison)
+
+    options = budget_matched_options(run_.space.choices, run_.config.search, strategy, budget_like, run_.config.seed)
+    run_.search(strategy, options)
+    write_report(run_)  # draws report/search_vs_random.png
+    if not distributed.is_main():
+        return
+    plot = run_.dir / "report" / f"search_vs_{strategy}.png"
+    if strategy != COMPARED_STRATEGY:
+        plot_comparison(run_.dir, plot.parent, strategy)
+    comparison = search_comparison(run_.dir, strategy)
+    if comparison:
+        print_(comparison_table(comparison))
+        print_(f"plot: {plot}")
+    else:
+        print_(f"no comparison yet: {run_.dir / 'search'} has no candidates; run 'nasengine search {run_.dir}'")
 
 
 @cli.command("random-baseline")
@@ -272,6 +314,21 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
     config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
     directory = Path(out_dir) if out_dir else Path("runs") / f"random-baseline-{_default_out(config).name}"
     run_random_baseline(config, directory, count, Path(compare_dir) if compare_dir else None)
+
+
+@cli.command("rank-check")
+@click.argument("run_dir", type=click.Path())
+@click.option("-n", "--count", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Candidates to train alone, spread over the search's score range (best and worst included).")
+@click.option("--schedule-scale", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Fraction of the run's pre-training and fine-tuning iterations to train each candidate for.")
+@click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
+def rank_check(run_dir: str, count: int, schedule_scale: float, quiet: bool) -> None:
+    """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates."""
+    from nasengine.rank_check import run_rank_check
+
+    out.set_quiet(quiet)
+    run_rank_check(run_dir, count, schedule_scale)
 
 
 @cli.command()
@@ -307,6 +364,15 @@ def show(run_dir: str, top: int) -> None:
         print_(table)
     if summary["retrain"]:
         print_(summary_table(directory, summary))
+    if summary.get("search_vs_random"):
+        from nasengine.search_compare import comparison_table
+
+        print_(comparison_table(summary["search_vs_random"]))
+    if summary.get("rank_check"):
+        from nasengine.rank_check import describe
+
+        check = summary["rank_check"]
+        print_(f"rank check (schedules x{check['schedule_scale']:g}): {describe(check)}")
 
 
 def main() -> None:

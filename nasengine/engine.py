@@ -159,10 +159,23 @@ class Run:
             save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
         self._mark_done(phase_dir, info)
 
-    def search(self) -> dict[str, Any]:
-        """Step 3: the strategy's search on the trained supernet under the FLOPs constraint."""
-        phase_dir = self.dir / "search"
-        if self.done("search"):
+    def search(self, strategy: str | None = None, strategy_options: dict[str, Any] | None = None,
+               folder: str | None = None) -> dict[str, Any]:
+        """Step 3: the strategy's search on the trained supernet under the FLOPs constraint.
+
+        With ``strategy`` (and its ``strategy_options``), a second search instead — the same trained
+        supernet, FLOPs window, seed and search settings, another strategy — written to
+        ``RUN_DIR/<folder>`` (default ``search-<strategy>``); the run's own ``search/`` is left alone.
+        Either is resumable from its history and skipped once done.
+        """
+        from dataclasses import replace
+
+        settings = self.config.search
+        if strategy is not None:
+            settings = replace(settings, strategy=strategy, strategy_options=dict(strategy_options or {}))
+        folder = folder or ("search" if strategy is None else f"search-{strategy}")
+        phase_dir = self.dir / folder
+        if self.done(folder):
             return read_json(phase_dir / "best.json")
         source = "pretrain" if self.config.search.on == "classification" else "finetune"
         supernet = self.space.build_supernet()
@@ -170,10 +183,14 @@ class Run:
         model.load_state_dict(self._checkpoint(source, "supernet.pt")["model"])
         started = time.perf_counter()
         with distributed.local_batchnorm(model):
-            best = run_search(self.space, self.search_task, supernet, model, self.config.search, phase_dir,
+            best = run_search(self.space, self.search_task, supernet, model, settings, phase_dir,
                               seed=self.config.seed)
-        self._mark_done(phase_dir, {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)})
-        console.log(f"search: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
+        info = {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)}
+        if strategy is not None:
+            info.update(strategy=settings.strategy, strategy_options=settings.strategy_options)
+        self._mark_done(phase_dir, info)
+        label = "search" if strategy is None else folder
+        console.log(f"{label}: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
         return best
 
     def retrain(self, arch: Arch | None = None) -> dict[str, Any]:
@@ -195,24 +212,34 @@ class Run:
         self._mark_done(phase_dir, {"entries": list(results)})
         return results
 
-    def train_standalone(self, arch: Arch, out_dir: Path, label: str) -> dict[str, Any]:
-        """Pre-train (unless scratch) and fine-tune the standalone network of ``arch``; test it."""
+    def train_standalone(self, arch: Arch, out_dir: Path, label: str, schedule_scale: float = 1.0) -> dict[str, Any]:
+        """Pre-train (unless scratch) and fine-tune the standalone network of ``arch``; test it.
+
+        ``schedule_scale`` (0 < s <= 1) shortens both schedules to that fraction of their iterations
+        (at least one; milestones are fractions, so they follow), as ``nasengine rank-check`` does.
+        """
+        from nasengine.rank_check import scale_schedule
+
         result_path = out_dir / "test.json"
         if result_path.exists():
             return read_json(result_path)
+        pretrain_schedule = scale_schedule(self.config.pretrain_schedule, schedule_scale)
+        finetune_schedule = scale_schedule(self.config.finetune_schedule, schedule_scale)
         salt = derived_seed(*arch)
         torch.manual_seed(derived_seed(self.config.seed, 30, salt))
         backbone = self.space.build_network(arch)
         if self.config.pretrain:
             model = self._model(self.pretrain_task, backbone)
             if not (out_dir / "pretrain" / "done.json").exists():
-                info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, self.config.pretrain_schedule,
+                info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, pretrain_schedule,
                                          31, f"pretrain {label}")
                 self._mark_done(out_dir / "pretrain", info)
             model.load_state_dict(load_checkpoint(out_dir / "pretrain" / "checkpoint.pt")["model"])
+        # the detection head's initial weights must not depend on whether pre-training ran in this process
+        torch.manual_seed(derived_seed(self.config.seed, 33, salt))
         model = self._model(self.task, backbone)
         if not (out_dir / "finetune" / "done.json").exists():
-            info = self._train_phase(out_dir / "finetune", model, self.task, self.config.finetune_schedule, 32,
+            info = self._train_phase(out_dir / "finetune", model, self.task, finetune_schedule, 32,
                                      f"finetune {label}")
             self._mark_done(out_dir / "finetune", info)
         model.load_state_dict(load_checkpoint(out_dir / "finetune" / "checkpoint.pt")["model"])

@@ -1,7 +1,8 @@
 """The run's report: a summary table, ``report/summary.json`` and plots of the search.
 
 Plots: ``search_progress.png`` (every candidate's score in evaluation order with the best so far) and
-``flops_vs_score.png`` (the FLOPs–score trade-off the constraint cuts through).
+``flops_vs_score.png`` (the FLOPs–score trade-off the constraint cuts through), and, after a random
+search on the same supernet, ``search_vs_random.png`` (see :mod:`nasengine.search_compare`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.table import Table
 from nasengine import console, distributed
 from nasengine.checkpoint import read_json, write_json
 from nasengine.history import read_history
+from nasengine.search_compare import plot_comparison, search_comparison
 
 if TYPE_CHECKING:
     from nasengine.engine import Run
@@ -34,6 +36,12 @@ def collect(directory: Path) -> dict[str, Any]:
         summary["search_median_score"] = scores[len(scores) // 2]
     retrain = directory / "retrain"
     summary["retrain"] = {p.name: read_json(p / "test.json") for p in sorted(retrain.glob("*")) if (p / "test.json").exists()}
+    rank_check = directory / "report" / "rank_check.json"
+    if rank_check.exists():  # written by `nasengine rank-check`
+        summary["rank_check"] = read_json(rank_check)
+    comparison = search_comparison(directory)
+    if comparison:  # after `nasengine search RUN_DIR --strategy random --budget-like evolution`
+        summary["search_vs_random"] = comparison
     return summary
 
 
@@ -45,6 +53,7 @@ def write_report(run: "Run") -> dict[str, Any]:
         history = read_history(run.dir / "search" / "history.jsonl")
         if history:
             plot_search(history, out, run.config.search.flops_max)
+        plot_comparison(run.dir, out)  # search_vs_random.png, when search-random/ has candidates
         console.console.print(summary_table(run.dir, summary))
     return summary
 
