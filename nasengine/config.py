@@ -31,6 +31,12 @@ class Schedule:
     milestones: list[float] = field(default_factory=list)  # fractions of `iterations`
     warmup_iterations: int = 0
     checkpoint_every: int = 500
+    # Supernet phases only (see nasengine.sampling): "uniform" (the paper), "fair" (FairNAS) or "distill"
+    # (block-wise distillation from the trained baseline for `distill_fraction` of the iterations, Adam at
+    # `distill_lr`, then uniform; pre-training only).
+    sampling: str = "uniform"
+    distill_fraction: float = 0.5
+    distill_lr: float = 0.003
 
 
 @dataclass
@@ -71,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "pretrain_task": "imagenet",
         "pretrain_schedule": {"iterations": 300_000, "batch_size": 1024, "lr": 0.5, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "checkpoint_every": 5000},
+                              "lr_schedule": "linear", "checkpoint_every": 5000, "sampling": "uniform"},
         "finetune_schedule": {"iterations": 90_000, "batch_size": 16, "weight_decay": 1e-4,
                               "lr_schedule": "step", "milestones": [60_000 / 90_000, 80_000 / 90_000],
                               "warmup_iterations": 500, "checkpoint_every": 5000},
@@ -81,8 +87,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "pretrain_task": "fashion-mnist",
         "task_options": {"search_size": 100, "calib_size": 64},
-        "pretrain_schedule": {"iterations": 250, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 100},
+        # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
+        # distills every choice from the trained baseline for half the iterations, then samples uniformly.
+        "pretrain_schedule": {"iterations": 600, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 100,
+                              "sampling": "distill", "distill_fraction": 0.5},
         "finetune_schedule": {"iterations": 220, "batch_size": 8, "lr": 0.02, "weight_decay": 1e-4,
                               "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 20,
                               "checkpoint_every": 50},
@@ -176,6 +185,16 @@ def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
         config.finetune_schedule.iterations = 22_500
     if not config.pretrain and not finetune_set:  # DetNAS-scratch: fine-tune twice as long
         config.finetune_schedule.iterations *= 2
+    from nasengine.sampling import SAMPLINGS
+
+    for name in ("pretrain_schedule", "finetune_schedule"):
+        schedule = getattr(config, name)
+        if schedule.sampling not in SAMPLINGS:
+            raise NasEngineError(f"{name}.sampling must be one of {', '.join(SAMPLINGS)}, not {schedule.sampling!r}")
+        if not 0 < schedule.distill_fraction < 1:
+            raise NasEngineError(f"{name}.distill_fraction must be between 0 and 1 (exclusive), not {schedule.distill_fraction!r}")
+    if config.finetune_schedule.sampling == "distill":
+        raise NasEngineError("finetune_schedule.sampling 'distill' is for pre-training only; use 'uniform' or 'fair'")
     if config.search.on not in ("detection", "classification"):
         raise NasEngineError(f"search.on must be 'detection' or 'classification', not {config.search.on!r}")
 

@@ -8,6 +8,7 @@ when no group exists.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -94,3 +95,17 @@ class local_batchnorm:
     def __exit__(self, *exc: object) -> None:
         for layer, group in zip(self.layers, self.saved):
             layer.process_group = group
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``parameters`` over the ranks (for updates that bypass DDP's forward).
+
+    Every rank must hold a gradient for the same parameters, which holds when all ranks train the
+    same path, as the seeded path samplers guarantee.
+    """
+    if not is_distributed():
+        return
+    for param in parameters:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= world_size()

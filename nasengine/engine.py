@@ -9,6 +9,7 @@ their interfaces, created by name through the registry.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from nasengine import console, distributed, registry
 from nasengine.arch import format_arch
 from nasengine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from nasengine.config import RunConfig
+from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Space, Task
 from nasengine.search import run_search
-from nasengine.training import derived_seed, sample_path, train
+from nasengine.sampling import paths_for
+from nasengine.training import derived_seed, train
 
 PHASES = ("pretrain", "finetune", "search", "retrain")
 
@@ -100,7 +103,8 @@ class Run:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def _train_phase(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, select_path=None) -> dict:
+    def _train_phase(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str,
+                     supernet=None) -> dict:
         started = time.perf_counter()
         figures = train(
             distributed.convert_sync_batchnorm(model, self.device),
@@ -111,14 +115,15 @@ class Run:
             seed=derived_seed(self.config.seed, salt),
             device=self.device,
             description=label,
-            select_path=select_path,
+            paths=self._path_sampler(schedule, salt) if supernet is not None else None,
+            activate=supernet.activate if supernet is not None else None,
             workers=self.config.data_workers,
         )
         return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
 
-    def _supernet_sampler(self, supernet, salt: int):
+    def _path_sampler(self, schedule, salt: int):
         seed = derived_seed(self.config.seed, salt)
-        return lambda iteration: supernet.activate(sample_path(self.space.choices, seed, iteration))
+        return lambda iteration: paths_for(schedule.sampling, self.space.choices, seed, iteration)
 
     def _fresh_supernet(self, salt: int):
         torch.manual_seed(derived_seed(self.config.seed, salt, 99))
@@ -135,11 +140,49 @@ class Run:
             return
         supernet = self._fresh_supernet(10)
         model = self._model(self.pretrain_task, supernet)
-        info = self._train_phase(phase_dir, model, self.pretrain_task, self.config.pretrain_schedule, 10,
-                                 f"pretrain supernet on {self.config.pretrain_task}", self._supernet_sampler(supernet, 10))
+        schedule = self.config.pretrain_schedule
+        distilled = {}
+        if schedule.sampling == "distill":
+            distilled = self._distill(phase_dir, model, supernet)
+            schedule = replace(schedule, iterations=schedule.iterations - distilled["iterations"])
+        info = self._train_phase(phase_dir, model, self.pretrain_task, schedule, 10,
+                                 f"pretrain supernet on {self.config.pretrain_task}", supernet)
+        info = {**info, **({"distill": distilled} if distilled else {})}
         if distributed.is_main():
             save_checkpoint({"backbone": supernet.state_dict(), "model": model.state_dict()}, phase_dir / "supernet.pt")
         self._mark_done(phase_dir, info)
+
+    def _distill(self, phase_dir: Path, model: nn.Module, supernet) -> dict[str, Any]:
+        """``sampling = "distill"``: train the teacher (the space's baseline, exactly as its retraining
+        pre-trains it), then distill every choice of ``supernet`` from it block by block; ``model`` leaves
+        with the distilled supernet and the teacher's stem and head."""
+        schedule = self.config.pretrain_schedule
+        iterations = max(1, round(schedule.iterations * schedule.distill_fraction))
+        if not supports_distillation(supernet):
+            raise NasEngineError(f"space {self.config.space!r} cannot be distilled (its supernet has no distill_pairs); "
+                                 "set pretrain_schedule.sampling to 'uniform' or 'fair'")
+        teacher_arch = self.space.named.get(self.space.baseline_name or "")
+        if teacher_arch is None:
+            raise NasEngineError(f"space {self.config.space!r} names no baseline to distill from; "
+                                 "set pretrain_schedule.sampling to 'uniform' or 'fair'")
+        teacher_dir = phase_dir / "teacher"
+        torch.manual_seed(derived_seed(self.config.seed, 30, derived_seed(*teacher_arch)))
+        teacher = self.space.build_network(teacher_arch)
+        teacher_model = self._model(self.pretrain_task, teacher)
+        if not self.done(str(teacher_dir.relative_to(self.dir))):
+            info = self._train_phase(teacher_dir, teacher_model, self.pretrain_task, schedule, 31,
+                                     f"pretrain teacher {self.space.baseline_name}")
+            self._mark_done(teacher_dir, info)
+        teacher_model.load_state_dict(load_checkpoint(teacher_dir / "checkpoint.pt")["model"])
+        inherit_shared(model, teacher_model)
+        started = time.perf_counter()
+        figures = distill(model, supernet, teacher_model, teacher, self.pretrain_task,
+                          self.pretrain_task.dataset("train", train=True), self.space.choices, schedule, iterations,
+                          phase_dir / "distill", seed=derived_seed(self.config.seed, 11),
+                          description=f"distill supernet from {self.space.baseline_name}",
+                          workers=self.config.data_workers)
+        return {"iterations": iterations, "teacher": self.space.baseline_name, "final": figures,
+                "seconds": round(time.perf_counter() - started, 1)}
 
     def finetune(self) -> None:
         """Step 2: path-wise supernet fine-tuning on the detection task (skipped for ClsNASNet search)."""
@@ -154,7 +197,7 @@ class Run:
             supernet.load_state_dict(self._checkpoint("pretrain", "supernet.pt")["backbone"])
         model = self._model(self.task, supernet)
         info = self._train_phase(phase_dir, model, self.task, self.config.finetune_schedule, 20,
-                                 f"finetune supernet on {self.config.task}", self._supernet_sampler(supernet, 20))
+                                 f"finetune supernet on {self.config.task}", supernet)
         if distributed.is_main():
             save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
         self._mark_done(phase_dir, info)
@@ -168,7 +211,6 @@ class Run:
         ``RUN_DIR/<folder>`` (default ``search-<strategy>``); the run's own ``search/`` is left alone.
         Either is resumable from its history and skipped once done.
         """
-        from dataclasses import replace
 
         settings = self.config.search
         if strategy is not None:

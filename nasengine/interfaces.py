@@ -50,6 +50,17 @@ class Supernet(nn.Module):
     def activate(self, arch: Arch) -> None:
         self.arch = tuple(int(c) for c in arch)
 
+    def distill_pairs(self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Optional, for block-wise distillation (``pretrain_schedule.sampling = "distill"``).
+
+        ``teacher`` is a standalone network of this space (``build_network`` of the baseline) and
+        ``inputs`` what a model hands its backbone. Run the teacher on ``inputs`` without gradients,
+        feed each position of this supernet the teacher's input at that position through the choice
+        ``arch[i]``, and return one ``(supernet_output, teacher_output)`` pair per position. A space that
+        does not override this cannot use ``"distill"`` (the run is refused before training).
+        """
+        raise NotImplementedError
+
 
 class Space(ABC):
     """What can be searched: a supernet of choice blocks and the standalone networks of its paths.

@@ -1,7 +1,8 @@
 """Iteration-based SGD training, path-wise for supernets, resumable and deterministic by seed.
 
-One loop serves every phase: supernet pre-training and fine-tuning (a new uniformly sampled path each
-iteration) and the retraining of a standalone network (no sampling). Gradients are cleared to ``None``
+One loop serves every phase: supernet pre-training and fine-tuning (the paths of each iteration come
+from :mod:`nasengine.sampling`; several paths in one iteration are averaged into one update) and the
+retraining of a standalone network (no sampling). Gradients are cleared to ``None``
 so the parameters of paths not taken get no gradient, no momentum and no weight decay. Everything random
 in an iteration (the path, the batch order, augmentation, dropout, detector sampling) is seeded from
 ``(seed, iteration)``, so a run resumed from a checkpoint continues exactly as an uninterrupted one.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,6 @@ from nasengine.interfaces import Arch, Task
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (stable across processes and Python versions)."""
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def sample_path(choices: tuple[int, ...], seed: int, iteration: int) -> Arch:
-    """The path of ``iteration``: every position's choice drawn uniformly (the same on every rank)."""
-    rng = np.random.default_rng(derived_seed(seed, 7, iteration))
-    return tuple(int(rng.integers(n)) for n in choices)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -113,12 +108,15 @@ def train(
     seed: int,
     device: torch.device,
     description: str,
-    select_path: Callable[[int], None] | None = None,
+    paths: Callable[[int], Sequence[Arch]] | None = None,
+    activate: Callable[[Arch], None] | None = None,
     workers: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` with ``task.loss`` for ``schedule.iterations``; resume from ``out_dir`` if possible.
 
-    ``select_path(iteration)`` (supernets) activates that iteration's path before the forward pass.
+    Supernets: ``paths(iteration)`` lists that iteration's paths and ``activate(arch)`` selects one before
+    its forward pass; the losses of several paths are averaged in one graph, so one backward pass (and
+    one DDP gradient reduction) covers them all.
     Writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and ``log.jsonl`` (one line per
     logged iteration); returns the final training figures. With ``workers`` > 0 the data is loaded in
     worker processes (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
@@ -134,7 +132,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
         console.log(f"{description}: resuming at iteration {start}/{schedule.iterations}")
-    _truncate_log(out_dir / "log.jsonl", start)
+    truncate_log(out_dir / "log.jsonl", start)
 
     trained = _wrap_for_ddp(model, device)
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
@@ -150,13 +148,12 @@ def train(
             tick = time.perf_counter()
             torch.manual_seed(derived_seed(seed, 1, iteration))
             batch = next(batches)
-            if select_path is not None:
-                select_path(iteration)
+            archs = paths(iteration) if paths is not None else [None]
             lr = learning_rate(schedule, base_lr, iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(trained, batch)
+            loss = _mean_loss(trained, task, batch, archs, activate)
             if not torch.isfinite(loss):
                 raise NasEngineError(
                     f"{description}: loss became {loss.item()} at iteration {iteration}; lower the learning rate "
@@ -175,19 +172,31 @@ def train(
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
                 log_file.flush()
-                _save(model, optimizer, done, checkpoint_path)
+                save_training_state(model, optimizer, done, checkpoint_path)
     if start < schedule.iterations:
-        _save(model, optimizer, schedule.iterations, checkpoint_path)
+        save_training_state(model, optimizer, schedule.iterations, checkpoint_path)
     return figures
 
 
-def _save(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path) -> None:
+def _mean_loss(model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | None],
+               activate: Callable[[Arch], None] | None) -> torch.Tensor:
+    """The task's loss averaged over the iteration's paths (one ``None`` entry: a plain network)."""
+    total = None
+    for arch in archs:
+        if arch is not None and activate is not None:
+            activate(arch)
+        loss = task.loss(model, batch)
+        total = loss if total is None else total + loss
+    return total / len(archs)
+
+
+def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path) -> None:
     if distributed.is_main():
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, path)
     distributed.barrier()
 
 
-def _truncate_log(path: Path, iteration: int) -> None:
+def truncate_log(path: Path, iteration: int) -> None:
     """Drop log lines past ``iteration`` (written after the checkpoint a resume starts from)."""
     if not path.exists() or not distributed.is_main():
         return

@@ -167,6 +167,19 @@ class ShuffleNetSupernet(Supernet):
             )
         self.arch = arch
 
+    def distill_pairs(self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if not isinstance(teacher, ShuffleNetBackbone) or len(teacher.stages) != len(self.stages):
+            raise NasEngineError("the distillation teacher must be a standalone network of the same space")
+        with torch.no_grad():
+            x = teacher.stem(inputs)
+            targets = []
+            for stage in teacher.stages:
+                for block in stage:
+                    targets.append((x, block(x)))
+                    x = targets[-1][1]
+        blocks = [block for stage in self.stages for block in stage]
+        return [(block(given, int(choice)), wanted) for block, choice, (given, wanted) in zip(blocks, arch, targets)]
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.arch is None:
             raise NasEngineError("the supernet has no active path: call supernet.activate(arch) before forward")

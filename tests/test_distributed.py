@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 from nasengine import registry
 from nasengine.config import Schedule, SearchConfig
 from nasengine.search import run_search
-from nasengine.training import sample_path, train
+from nasengine.sampling import uniform_path
+from nasengine.training import train
 
 WORLD = 2
 
@@ -31,10 +32,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         supernet = space.build_supernet()
         model = task.build_model(supernet, space.out_channels)
         before = {k: v.clone() for k, v in supernet.state_dict().items()}
-        arch = sample_path(space.choices, 4, 0)
+        arch = uniform_path(space.choices, 4, 0)
         schedule = Schedule(iterations=2, batch_size=4, lr=0.1, weight_decay=1e-3, checkpoint_every=100)
         train(model, task, task.dataset("train", train=True), schedule, _path(out, "train"), seed=0,
-              device=torch.device("cpu"), description="ddp", select_path=lambda it: supernet.activate(arch))
+              device=torch.device("cpu"), description="ddp", paths=lambda it: [arch], activate=supernet.activate)
         after = supernet.state_dict()
         inactive_changed = [k for k in before if ".choices." in k and not _on_path(k, arch)
                             and not torch.equal(before[k], after[k])]

@@ -7,7 +7,8 @@ import torch
 from nasengine import registry
 from nasengine.bn_calibration import batch_norms, recalibrate_bn
 from nasengine.config import Schedule
-from nasengine.training import learning_rate, param_groups, sample_path, train
+from nasengine.sampling import uniform_path
+from nasengine.training import learning_rate, param_groups, train
 
 ARCH = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
 
@@ -24,14 +25,14 @@ def task():
 
 def test_path_sampler_is_uniform_over_every_position():
     choices = (4,) * 20
-    samples = np.array([sample_path(choices, seed=3, iteration=i) for i in range(4000)])
+    samples = np.array([uniform_path(choices, seed=3, iteration=i) for i in range(4000)])
     counts = np.stack([(samples == c).sum(axis=0) for c in range(4)], axis=1)  # positions x choices
     expected = len(samples) / 4
     chi_square = ((counts - expected) ** 2 / expected).sum()
     # 20 positions x 3 degrees of freedom = 60; the 0.1% critical value of chi-square(60) is 99.6.
     assert chi_square < 99.6
-    assert sample_path(choices, 3, 17) == sample_path(choices, 3, 17)
-    assert len({sample_path(choices, 3, i) for i in range(50)}) == 50
+    assert uniform_path(choices, 3, 17) == uniform_path(choices, 3, 17)
+    assert len({uniform_path(choices, 3, i) for i in range(50)}) == 50
 
 
 def test_no_weight_decay_on_batchnorm_and_biases(space):
@@ -62,7 +63,7 @@ def test_inactive_paths_are_bit_identical_after_training_steps(space, task, tmp_
     before = _snapshot(supernet)
     schedule = Schedule(iterations=3, batch_size=8, lr=0.1, momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
     train(model, task, task.dataset("train", train=True), schedule, tmp_path, seed=0, device=torch.device("cpu"),
-          description="test", select_path=lambda it: supernet.activate(ARCH))
+          description="test", paths=lambda it: [ARCH], activate=supernet.activate)
     after = _snapshot(supernet)
     active = {f"stages.{s}.{b}.choices.{c}." for s, b, c in _positions(ARCH)}
     changed_active = changed_inactive = 0
@@ -92,14 +93,14 @@ def test_resumed_training_equals_uninterrupted(space, task, tmp_path):
         supernet = space.build_supernet()
         model = task.build_model(supernet, space.out_channels)
 
-        def select(iteration):
+        def paths(iteration):
             if iteration == stop_at:
                 raise KeyboardInterrupt
-            supernet.activate(sample_path(space.choices, 5, iteration))
+            return [uniform_path(space.choices, 5, iteration)]
 
         schedule = Schedule(iterations=4, batch_size=8, lr=0.05, checkpoint_every=2)
         train(model, task, task.dataset("train", train=True), schedule, directory, seed=1,
-              device=torch.device("cpu"), description="test", select_path=select)
+              device=torch.device("cpu"), description="test", paths=paths, activate=supernet.activate)
         return model.state_dict()
 
     whole = run(tmp_path / "whole")

@@ -1,0 +1,149 @@
+"""Block-wise distillation of a supernet from a trained standalone teacher (``sampling = "distill"``).
+
+Uniform single-path training of a ShuffleNet supernet from scratch does not learn at small budgets:
+each position's choices must first agree on what their outputs mean, and end-to-end training gives
+them no shared target (measured in the README: loss stays at or above chance). Block-wise
+distillation (as in DNA, Li et al., CVPR 2020) gives them one: a standalone network (the teacher, the
+space's baseline) is trained first; then at every iteration each position of the supernet gets the
+teacher's input at that position and its sampled choice is trained to reproduce the teacher's output
+there (mean squared error relative to the target's energy, summed over positions). Every choice of
+every position is trained on the same inputs and targets, so they become interchangeable, and any
+path composed of them starts out close to the teacher. End-to-end uniform training then takes over
+(:func:`nasengine.training.train`).
+
+The loop is resumable and deterministic like :func:`nasengine.training.train`: the batch order and the
+paths are seeded from ``(seed, iteration)``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nasengine import console, distributed
+from nasengine.checkpoint import load_checkpoint
+from nasengine.config import Schedule
+from nasengine.errors import NasEngineError
+from nasengine.interfaces import Supernet, Task
+from nasengine.sampling import uniform_path
+from nasengine.training import ResumableBatchSampler, batch_images, derived_seed, save_training_state, truncate_log
+
+
+class _Captured(Exception):
+    """Raised by a forward pre-hook to stop the teacher once its backbone's input is known."""
+
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+
+def backbone_input(model: nn.Module, backbone: nn.Module, task: Task, batch: Any) -> torch.Tensor:
+    """The tensor ``model`` hands its ``backbone`` for ``batch`` (normalised, resized: the task's own way)."""
+
+    def capture(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        raise _Captured(args[0])
+
+    handle = backbone.register_forward_pre_hook(capture)
+    try:
+        with torch.no_grad():
+            task.loss(model, batch)
+    except _Captured as captured:
+        return captured.value
+    finally:
+        handle.remove()
+    raise NasEngineError(f"task {task.name!r}: its loss never called the backbone, so it cannot be distilled")
+
+
+def supports_distillation(supernet: Supernet) -> bool:
+    return type(supernet).distill_pairs is not Supernet.distill_pairs
+
+
+def inherit_shared(model: nn.Module, teacher_model: nn.Module) -> int:
+    """Copy every tensor the teacher model shares with the supernet model (same name and shape: the
+    stem and the task head); returns how many were copied."""
+    target = model.state_dict()
+    shared = {k: v for k, v in teacher_model.state_dict().items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return len(shared)
+
+
+def distill(
+    model: nn.Module,
+    supernet: Supernet,
+    teacher_model: nn.Module,
+    teacher_backbone: nn.Module,
+    task: Task,
+    data: Dataset,
+    choices: tuple[int, ...],
+    schedule: Schedule,
+    iterations: int,
+    out_dir: Path,
+    *,
+    seed: int,
+    description: str,
+    workers: int = 0,
+) -> dict[str, float]:
+    """Train every choice of ``supernet`` (``choices`` options per position) to reproduce
+    ``teacher_backbone`` position by position; ``model`` is the supernet inside the task's model.
+
+    Adam at ``schedule.distill_lr`` with ``schedule``'s warm-up, then linear to zero over
+    ``iterations``. Writes ``checkpoint.pt`` and ``log.jsonl`` in ``out_dir``; returns the final figures.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    teacher_model.eval()
+    params = [p for p in supernet.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=schedule.distill_lr)
+    start = 0
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        console.log(f"{description}: resuming at iteration {start}/{iterations}")
+    truncate_log(out_dir / "log.jsonl", start)
+    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
+    model.train()
+    figures: dict[str, float] = {}
+    with console.progress(iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
+        bar.update(start)
+        batches = iter(loader)
+        for iteration in range(start, iterations):
+            tick = time.perf_counter()
+            torch.manual_seed(derived_seed(seed, 1, iteration))
+            batch = next(batches)
+            lr = schedule.distill_lr * (1.0 - iteration / iterations)
+            if iteration < schedule.warmup_iterations:
+                lr *= (1 + iteration) / schedule.warmup_iterations
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = backbone_input(teacher_model, teacher_backbone, task, batch)
+            pairs = supernet.distill_pairs(teacher_backbone, images, uniform_path(choices, seed, iteration))
+            loss = sum(nn.functional.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8) for out, target in pairs)
+            if not torch.isfinite(loss):
+                raise NasEngineError(f"{description}: the distillation loss became {loss.item()} at iteration "
+                                     f"{iteration}; lower pretrain_schedule.distill_lr (now {schedule.distill_lr:g})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.average_gradients(params)
+            optimizer.step()
+            value = float(loss.detach()) / len(pairs)
+            images_per_s = batch_images(batch) * distributed.world_size() / (time.perf_counter() - tick)
+            figures = {"distill_loss": value, "lr": lr, "img/s": images_per_s}
+            bar.update(iteration + 1, loss=value, **{"img/s": images_per_s})
+            if distributed.is_main():
+                log_file.write(json.dumps({"iteration": iteration + 1, "distill_loss": value, "lr": lr,
+                                           "images_per_s": images_per_s}) + "\n")
+            done = iteration + 1
+            if done % schedule.checkpoint_every == 0 and done < iterations:
+                log_file.flush()
+                save_training_state(model, optimizer, done, checkpoint_path)
+    if start < iterations:
+        save_training_state(model, optimizer, iterations, checkpoint_path)
+    return figures
