@@ -89,12 +89,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task_options": {"search_size": 100, "calib_size": 64},
         # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
         # distills every choice from the trained baseline for half the iterations, then samples uniformly.
-        "pretrain_schedule": {"iterations": 600, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 100,
-                              "sampling": "distill", "distill_fraction": 0.5},
-        "finetune_schedule": {"iterations": 220, "batch_size": 8, "lr": 0.02, "weight_decay": 1e-4,
+        "pretrain_schedule": {"iterations": 1000, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 200,
+                              "sampling": "distill", "distill_fraction": 0.4},
+        "finetune_schedule": {"iterations": 900, "batch_size": 8, "lr": 0.04, "weight_decay": 1e-4,
                               "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 20,
-                              "checkpoint_every": 50},
+                              "checkpoint_every": 100},
         "search": {"batch_size": 16, "strategy_options": {"population": 8, "top_k": 3, "generations": 3}},
     },
     # Well under a minute: for tests.

@@ -8,6 +8,7 @@ their interfaces, created by name through the registry.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -272,6 +273,7 @@ class Run:
         backbone = self.space.build_network(arch)
         if self.config.pretrain:
             model = self._model(self.pretrain_task, backbone)
+            self._reuse_teacher(arch, out_dir / "pretrain", schedule_scale)
             if not (out_dir / "pretrain" / "done.json").exists():
                 info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, pretrain_schedule,
                                          31, f"pretrain {label}")
@@ -297,6 +299,16 @@ class Run:
             write_json(result, result_path)
         distributed.barrier()
         return result
+
+    def _reuse_teacher(self, arch: Arch, pretrain_dir: Path, schedule_scale: float) -> None:
+        """The distillation teacher is this very network pre-trained this very way (same seeds, same
+        schedule): copy it instead of training it twice."""
+        teacher_dir = self.dir / "pretrain" / "teacher"
+        baseline = self.space.named.get(self.space.baseline_name or "")
+        if (schedule_scale == 1.0 and baseline is not None and tuple(arch) == tuple(baseline)
+                and (teacher_dir / "done.json").exists() and not pretrain_dir.exists() and distributed.is_main()):
+            shutil.copytree(teacher_dir, pretrain_dir)
+        distributed.barrier()
 
     def run_all(self, arch: Arch | None = None) -> dict[str, Any]:
         """Every phase in order (the search is skipped when ``arch`` is given)."""

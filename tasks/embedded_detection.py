@@ -1,7 +1,7 @@
 """The embedded default detection data: Fashion-MNIST items pasted onto crops of real photographs.
 
 Each image is a crop of a photograph bundled in the scikit-image wheel (``skimage.data``) with one to
-four items of the Fashion-MNIST *test* set (unseen in pre-training) pasted on it, scaled to several sizes
+three items of the Fashion-MNIST *test* set (unseen in pre-training) pasted on it, scaled to several sizes
 and tinted. An item's pixel intensity is its alpha and its mask is ``alpha > ALPHA_THRESHOLD``, so the
 pasted pixels are exactly the mask's; a later item may cover an earlier one, but never more than half
 of it, and every box is the tight box of the object's *visible* pixels. Train and test images draw
@@ -36,7 +36,7 @@ from nasengine import console, paths
 from nasengine.errors import NasEngineError
 from nasengine.tasks import fashion_mnist
 
-VERSION = 1
+VERSION = 2  # 2: 64-px canvas, items of 20–40 px (30–60 % of a 64-px canvas side), one to three per image
 CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "fashion"} for i, name in enumerate(fashion_mnist.CLASS_NAMES)]
 # Photographs (and micrographs) that ship inside the scikit-image wheel; the synthetic ones
 # (checkerboard, blobs, logo, ...) are left out, and so are those fetched from the network.
@@ -44,10 +44,14 @@ PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "stereo_motorcycle", "camera", "coins",
     "immunohistochemistry", "brick", "grass", "gravel", "moon", "clock", "retina", "cell",
 )
+CANVAS_SIZE = 64  # side of the square images, in pixels
 SPLITS = {"train": 0, "test": 1}  # also the half of the Fashion-MNIST test set each split draws items from
 ALPHA_GAIN = 4.0  # intensity 64/255 and up is opaque, so dark clothes stay visible
 ALPHA_THRESHOLD = 0.25
-OBJECT_SIZES = (12 / 128, 56 / 128)  # item side, as a fraction of the canvas
+# Item side as a fraction of the canvas: 20–40 px at the default 64 px, the scale of the 28-px items the
+# backbone is pre-trained on (framed at 32 px), so fine-tuning starts from features that fit the objects.
+OBJECT_SIZES = (20 / 64, 40 / 64)
+OBJECTS_PER_IMAGE = (1, 3)  # fewest and most items pasted on an image (fewer when one finds no room)
 MIN_VISIBLE = 0.5  # every object keeps at least half of its mask pixels visible
 PLACEMENT_TRIES = 20
 
@@ -116,7 +120,7 @@ def _item(rng: np.random.Generator, split: str, size: int) -> tuple[int, np.ndar
     return int(labels[index]) + 1, alpha, colour
 
 
-def generate_image(split: str, index: int, canvas_size: int = 128, seed: int = 0) -> GeneratedImage:
+def generate_image(split: str, index: int, canvas_size: int = CANVAS_SIZE, seed: int = 0) -> GeneratedImage:
     """Image ``index`` of ``split`` ("train" or "test"), with its objects' visible masks and boxes."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     background = _background(rng, canvas_size)
@@ -125,7 +129,7 @@ def generate_image(split: str, index: int, canvas_size: int = 128, seed: int = 0
     full_sizes: list[int] = []
     categories: list[int] = []
     truncated: list[bool] = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))):
         category, alpha, colour = _item(rng, split, canvas_size)
         height, width = alpha.shape
         mask = alpha > 0
@@ -230,7 +234,7 @@ def _write(folder: Path, canvas_size: int, counts: dict[str, int], seed: int) ->
             (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{stem}\n" for stem in stems))
 
 
-def ensure_embedded_detection_data(canvas_size: int = 128, num_train: int = 1500, num_test: int = 300, seed: int = 0) -> Path:
+def ensure_embedded_detection_data(canvas_size: int = CANVAS_SIZE, num_train: int = 1500, num_test: int = 300, seed: int = 0) -> Path:
     """The root of the embedded detection data (``coco/`` and ``voc/`` under it), generated on first use.
 
     Generation happens in a temporary folder beside the final one, which is renamed into place only when

@@ -89,7 +89,7 @@ def test_task_attributes_and_options_rebuild_the_task():
 def test_defaults_follow_the_data():
     embedded = registry.get("task", "coco-fpn")()
     user = registry.get("task", "voc-fpn")(data_root="/nonexistent")  # nothing is read on construction
-    assert (embedded.min_size, embedded.max_size, embedded.fpn_channels, embedded.batch_size) == (128, 128, 64, 8)
+    assert (embedded.min_size, embedded.max_size, embedded.fpn_channels, embedded.batch_size) == (64, 64, 32, 8)
     assert (user.min_size, user.max_size, user.anchor_sizes, user.fpn_channels) == (800, 1333, [32, 64, 128, 256, 512], 256)
     assert (user.search_size, user.calib_size, user.batch_size, user.train_set, user.test_set) == (5000, 500, 2, "trainval", "test")
     coco = registry.get("task", "coco-fpn")(data_root="/nonexistent")

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from nasengine.cli import cli
@@ -91,3 +92,20 @@ def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path)
     assert all(r["flops"] <= 300e6 for r in summary["results"])
     assert summary["searched"]["arch"] == json.loads((out / "retrain" / "best" / "test.json").read_text())["arch"]
     assert "random (mean ± std)" in output and "searched" in output
+
+
+def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, tmp_path):
+    """The teacher is the baseline pre-trained exactly as its retraining would: the distilled run copies
+    it, and it equals the baseline pre-trained from scratch in the uniform run."""
+    from nasengine.checkpoint import load_checkpoint
+
+    uniform, _ = smoke_run
+    out = tmp_path / "distill"
+    invoke("run", "--preset", "smoke", "--out", out, "--quiet", "--set", "pretrain_schedule.sampling=distill")
+    for folder in ("pretrain/teacher", "pretrain/distill", "retrain/shufflenetv2-20/pretrain"):
+        assert (out / folder / "checkpoint.pt").exists(), folder
+    info = json.loads((out / "pretrain" / "done.json").read_text())
+    assert info["distill"]["teacher"] == "shufflenetv2-20" and info["distill"]["iterations"] == 2
+    copied = load_checkpoint(out / "retrain" / "shufflenetv2-20" / "pretrain" / "checkpoint.pt")["model"]
+    fresh = load_checkpoint(uniform / "retrain" / "shufflenetv2-20" / "pretrain" / "checkpoint.pt")["model"]
+    assert copied.keys() == fresh.keys() and all(torch.equal(copied[k], fresh[k]) for k in fresh)

@@ -87,12 +87,12 @@ def test_backbone_input_is_what_the_model_feeds_its_backbone_and_head_is_inherit
 
 
 def test_distilled_supernet_learns_well_below_chance(tmp_path):
-    """The guard of the demo's recipe: a short pre-training ends clearly below chance (ln 10 = 2.30)
-    on the embedded Fashion-MNIST, on paths it was not trained on as well as on its own."""
-    overrides = {"pretrain_schedule": {"sampling": "distill", "iterations": 160, "distill_fraction": 0.5,
+    """The guard of the demo's recipe: a short pre-training (about 2 minutes on 2 cores) ends clearly
+    below chance (ln 10 = 2.30) on the embedded Fashion-MNIST, where uniform sampling stays above it."""
+    overrides = {"pretrain_schedule": {"sampling": "distill", "iterations": 600, "distill_fraction": 0.5,
                                        "checkpoint_every": 1000}}
     run = Run.create(tmp_path / "run", configuration.resolve("demo", overrides=overrides))
     run.pretrain()
     losses = [json.loads(line)["loss"] for line in (run.dir / "pretrain" / "log.jsonl").read_text().splitlines()]
-    assert len(losses) == 80  # the end-to-end half; the other half was block-wise distillation
-    assert sum(losses[-40:]) / 40 < 1.9
+    assert len(losses) == 300  # the end-to-end half; the other half was block-wise distillation
+    assert sum(losses[-50:]) / 50 < 1.9  # measured: 1.44 (uniform sampling on this schedule: 2.4-2.6)
