@@ -27,12 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nasengine import console, distributed
-from nasengine.checkpoint import load_checkpoint
 from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
 from nasengine.sampling import uniform_path
-from nasengine.training import ResumableBatchSampler, batch_images, derived_seed, save_training_state, truncate_log
+from nasengine.training import (ResumableBatchSampler, batch_images, derived_seed, resume_training_state,
+                                save_training_state)
 
 
 class _Captured(Exception):
@@ -98,15 +98,8 @@ def distill(
     teacher_model.eval()
     params = [p for p in supernet.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=schedule.distill_lr)
-    start = 0
     checkpoint_path = out_dir / "checkpoint.pt"
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        console.log(f"{description}: resuming at iteration {start}/{iterations}")
-    truncate_log(out_dir / "log.jsonl", start)
+    start = resume_training_state(model, optimizer, out_dir, iterations, description)
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()

@@ -124,15 +124,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     base_lr = schedule.lr if schedule.lr is not None else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
-    start = 0
     checkpoint_path = out_dir / "checkpoint.pt"
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        console.log(f"{description}: resuming at iteration {start}/{schedule.iterations}")
-    truncate_log(out_dir / "log.jsonl", start)
+    start = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
 
     trained = _wrap_for_ddp(model, device)
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
@@ -188,6 +181,22 @@ def _mean_loss(model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | 
         loss = task.loss(model, batch)
         total = loss if total is None else total + loss
     return total / len(archs)
+
+
+def resume_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, iterations: int,
+                          description: str) -> int:
+    """Load ``out_dir/checkpoint.pt`` into ``model`` and ``optimizer`` if it exists, drop log lines
+    written after it, and return the iteration to continue from (0 for a fresh start)."""
+    start = 0
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        console.log(f"{description}: resuming at iteration {start}/{iterations}")
+    truncate_log(out_dir / "log.jsonl", start)
+    return start
 
 
 def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path) -> None:

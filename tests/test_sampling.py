@@ -96,3 +96,38 @@ def test_distilled_supernet_learns_well_below_chance(tmp_path):
     losses = [json.loads(line)["loss"] for line in (run.dir / "pretrain" / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 300  # the end-to-end half; the other half was block-wise distillation
     assert sum(losses[-50:]) / 50 < 1.9  # measured: 1.44 (uniform sampling on this schedule: 2.4-2.6)
+
+
+def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import nasengine.distill as distill_module
+    from nasengine.config import Schedule
+
+    space = registry.create("space", "shufflenet-small")
+    task = registry.create("task", "fashion-mnist", search_size=64, calib_size=16)
+    schedule = Schedule(iterations=4, batch_size=8, checkpoint_every=2, warmup_iterations=1)
+    real_path = distill_module.uniform_path
+
+    def run(directory, stop_at=None):
+        torch.manual_seed(0)
+        teacher = space.build_network((0,) * 20)
+        teacher_model = task.build_model(teacher, space.out_channels)
+        supernet = space.build_supernet()
+        model = task.build_model(supernet, space.out_channels)
+
+        def path(choices, seed, iteration):
+            if iteration == stop_at:
+                raise KeyboardInterrupt
+            return real_path(choices, seed, iteration)
+
+        monkeypatch.setattr(distill_module, "uniform_path", path)
+        distill_module.distill(model, supernet, teacher_model, teacher, task, task.dataset("train", train=True),
+                               space.choices, schedule, 4, directory, seed=3, description="test")
+        return model.state_dict()
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", stop_at=3)
+    resumed = run(tmp_path / "split")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4]
