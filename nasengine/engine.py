@@ -308,6 +308,9 @@ class Run:
         if (schedule_scale == 1.0 and baseline is not None and tuple(arch) == tuple(baseline)
                 and (teacher_dir / "done.json").exists() and not pretrain_dir.exists() and distributed.is_main()):
             shutil.copytree(teacher_dir, pretrain_dir)
+            info = read_json(teacher_dir / "done.json")
+            write_json({**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
+                       pretrain_dir / "done.json")
         distributed.barrier()
 
     def run_all(self, arch: Arch | None = None) -> dict[str, Any]:

@@ -106,6 +106,8 @@ def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, t
         assert (out / folder / "checkpoint.pt").exists(), folder
     info = json.loads((out / "pretrain" / "done.json").read_text())
     assert info["distill"]["teacher"] == "shufflenetv2-20" and info["distill"]["iterations"] == 2
+    reused = json.loads((out / "retrain" / "shufflenetv2-20" / "pretrain" / "done.json").read_text())
+    assert reused["reused"] == "pretrain/teacher" and reused["seconds"] == 0.0
     copied = load_checkpoint(out / "retrain" / "shufflenetv2-20" / "pretrain" / "checkpoint.pt")["model"]
     fresh = load_checkpoint(uniform / "retrain" / "shufflenetv2-20" / "pretrain" / "checkpoint.pt")["model"]
     assert copied.keys() == fresh.keys() and all(torch.equal(copied[k], fresh[k]) for k in fresh)
