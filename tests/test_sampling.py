@@ -11,6 +11,7 @@ from nasengine.distill import backbone_input, inherit_shared, supports_distillat
 from nasengine.engine import Run
 from nasengine.errors import NasEngineError
 from nasengine.sampling import fair_paths, paths_for, uniform_path
+from resume_check import assert_resume_matches
 
 
 def test_fair_paths_train_every_choice_of_every_position_once():
@@ -124,10 +125,4 @@ def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monkeypa
                                space.choices, schedule, 4, directory, seed=3, description="test")
         return model.state_dict()
 
-    whole = run(tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "split", stop_at=3)
-    resumed = run(tmp_path / "split")
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4]
+    assert_resume_matches(run, tmp_path, stop_at=3, iterations=4)

@@ -9,6 +9,7 @@ from nasengine.bn_calibration import batch_norms, recalibrate_bn
 from nasengine.config import Schedule
 from nasengine.sampling import uniform_path
 from nasengine.training import learning_rate, param_groups, train
+from resume_check import assert_resume_matches
 
 ARCH = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
 
@@ -103,13 +104,7 @@ def test_resumed_training_equals_uninterrupted(space, task, tmp_path):
               device=torch.device("cpu"), description="test", paths=paths, activate=supernet.activate)
         return model.state_dict()
 
-    whole = run(tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "split", stop_at=3)
-    resumed = run(tmp_path / "split")
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
-    assert [int(line.split('"iteration": ')[1].split(",")[0]) for line in lines] == [1, 2, 3, 4]
+    assert_resume_matches(run, tmp_path, stop_at=3, iterations=4)
 
 
 def test_bn_recalibration_reproduces_standalone_statistics(space, task):
