@@ -1,13 +1,22 @@
-"""Atomic checkpoint and JSON writes, and safe loading (``weights_only=True``).
+"""Atomic, checksummed checkpoint and JSON writes, and safe loading (``weights_only=True``).
 
-Every file is written to a temporary name in the same folder and moved into place with ``os.replace``,
-so an interrupted run never leaves a half-written checkpoint that a resume would trust.
+Every file is written to a temporary name in the same folder (``.tmp-<name>.<random>``) and moved into
+place with ``os.replace``, so an interrupted run never leaves a half-written checkpoint that a resume
+would trust; :func:`remove_stale_temp_files` clears the temporary files a killed write leaves behind.
+
+A checkpoint is the ``torch.save`` bytes followed by a fixed trailer holding their SHA-256, so a file
+that changed after it was written (a bad disk, a partial copy, a hand edit) is refused instead of
+loaded. Checkpoints written before the trailer existed still load, unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,11 +25,22 @@ import torch
 
 from nasengine.errors import NasEngineError
 
+TEMP_PREFIX = ".tmp-"
+TRAILER_MARK = b"\nNASENGINE-SHA256:"
+TRAILER_LENGTH = len(TRAILER_MARK) + 64 + 1  # the mark, 64 hex digits, a newline
+CODE_RUNNING = "holds objects other than tensors and plain data (refused: it could run code)"
+
+# mkstemp's random part: 8 characters of lowercase letters, digits and "_".
+_RANDOM = r"[a-z0-9_]{8}"
+_NEW_TEMP = re.compile(rf"\.tmp-.+\.{_RANDOM}")
+# Before the .tmp- prefix, temporary files were ".<name>.<random>", e.g. ".checkpoint.pt.k2j3abcd".
+_OLD_TEMP = re.compile(rf"\.[\w.-]+\.(pt|json|jsonl|toml)\.{_RANDOM}")
+
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -32,20 +52,122 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def is_stale_temp_file(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`atomic_write` (current or older naming)."""
+    return bool(_NEW_TEMP.fullmatch(name) or _OLD_TEMP.fullmatch(name))
+
+
+def remove_stale_temp_files(directory: str | Path) -> int:
+    """Delete the temporary files killed writes left anywhere under ``directory``; return how many.
+
+    Call it only while holding the run directory's lock (:mod:`nasengine.run_lock`): a temporary
+    file of a write in progress looks exactly like a stale one.
+    """
+    removed = 0
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if is_stale_temp_file(name):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _trailer(body: bytes) -> bytes:
+    return TRAILER_MARK + hashlib.sha256(body).hexdigest().encode() + b"\n"
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
-    atomic_write(Path(path), lambda handle: torch.save(state, handle))
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) and its SHA-256 atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    body = buffer.getvalue()
+    atomic_write(Path(path), lambda handle: handle.write(body + _trailer(body)))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``."""
-    path = Path(path)
+def _split_trailer(data: bytes) -> tuple[bytes, str | None]:
+    """``(body, problem)``: the ``torch.save`` bytes, and why they fail their checksum (None if they
+    pass, or if the file has no trailer because an older nasengine wrote it)."""
+    tail = data[-TRAILER_LENGTH:]
+    if len(data) < TRAILER_LENGTH or not tail.startswith(TRAILER_MARK):
+        return data, None
+    body = data[:-TRAILER_LENGTH]
+    if tail != _trailer(body):
+        return body, "SHA-256 mismatch: the file changed after it was written"
+    return body, None
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
     except FileNotFoundError:
         raise NasEngineError(f"checkpoint {path} does not exist; run the phase that writes it first") from None
-    except Exception as exc:
-        raise NasEngineError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to redo that phase") from None
+    except OSError as exc:
+        raise NasEngineError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+
+
+def _unpickle(body: bytes) -> tuple[Any, str | None]:
+    """``(state, problem)``: ``torch.load`` of ``body`` with ``weights_only=True``, or why it failed."""
+    try:
+        return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True), None
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # the weights-only unpickler met a class or function: a code-running pickle
+            return None, CODE_RUNNING
+        return None, "its bytes are not a PyTorch checkpoint: it is damaged"
+    except Exception as exc:  # torch reports damaged zip archives as RuntimeError, with long messages
+        return None, f"{type(exc).__name__}: {_first_sentence(exc)}"
+
+
+def _first_sentence(exc: Exception) -> str:
+    line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return line.split(". ")[0].rstrip(".")[:200]
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """None if ``path`` would load, else why not, as a short clause ("SHA-256 mismatch: ...", "it does not
+    exist", ...). A checksummed file is only hashed; one that predates checksums is unpickled."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return "it does not exist"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    body, problem = _split_trailer(data)
+    if problem or len(body) < len(data):
+        return problem
+    problem = _unpickle(body)[1]
+    return f"it {problem}" if problem == CODE_RUNNING else problem
+
+
+def _phase_of(path: Path) -> tuple[Path, str] | None:
+    """The run directory holding ``path`` and the phase folder it lies in (the folder beside ``config.toml``)."""
+    resolved = path.resolve()
+    for folder in resolved.parents:
+        if (folder / "config.toml").is_file():
+            return folder, resolved.relative_to(folder).parts[0]
+    return None
+
+
+def _redo_hint(path: Path, phase: str | None) -> str:
+    found = _phase_of(path)
+    if found and found[1] in ("pretrain", "finetune", "search", "retrain"):
+        return f"redo that phase: nasengine {found[1]} {found[0]} --redo"
+    return f"redo its phase with --redo {phase}" if phase else "redo the phase that wrote it with --redo PHASE"
+
+
+def load_checkpoint(path: str | Path, *, phase: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`: verify its SHA-256 trailer (when it has one)
+    and unpickle it with ``weights_only=True``. ``phase`` names the phase that wrote it, for the fix
+    an error suggests."""
+    path = Path(path)
+    body, problem = _split_trailer(_read_bytes(path))
+    if problem:
+        raise NasEngineError(f"checkpoint {path} is corrupt ({problem}); {_redo_hint(path, phase)}")
+    state, problem = _unpickle(body)
+    if problem == CODE_RUNNING:
+        raise NasEngineError(f"checkpoint {path} {CODE_RUNNING}; it was not written by nasengine")
+    if problem:
+        raise NasEngineError(f"checkpoint {path} cannot be read ({problem}); {_redo_hint(path, phase)}")
+    return state
 
 
 def write_json(data: Any, path: str | Path) -> None:
@@ -57,8 +179,13 @@ def write_json(data: Any, path: str | Path) -> None:
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NasEngineError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise NasEngineError(f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote "
+                             "it with --redo PHASE") from None
+    except IsADirectoryError:
+        raise NasEngineError(f"{path} is a directory, not a JSON file") from None
     except json.JSONDecodeError as exc:
         raise NasEngineError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
