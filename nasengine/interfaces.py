@@ -188,6 +188,15 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """Metrics of ``model`` on ``loader``; always includes ``score`` (higher is better)."""
 
+    def check_data(self) -> None:
+        """Validate every split before any training: raise ``NasEngineError`` with one line naming the file
+        (and field) and the fix. The engine calls it first in every run, so a bad annotation or image fails in
+        seconds, not after hours of pre-training. The default builds each split's dataset; tasks that read
+        files override it to check annotations and decode every image (cache the result: it runs each time).
+        """
+        for split in self.splits:
+            self.dataset(split, train=False)
+
     def split_stats(self, split: str) -> dict[str, int]:
         """Counts for ``nasengine data stats``: ``images`` plus one entry per class name."""
         raise NotImplementedError(f"task {self.name!r} does not report split statistics")

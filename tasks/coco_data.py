@@ -6,12 +6,22 @@ so every problem surfaces as one ``NasEngineError`` line when a split is first l
 
 - a file that is not JSON, or not COCO (which field of which entry is missing or malformed);
 - an annotation whose category or image id is not declared in the file (annotation id, the id, the file);
+- an empty ``annotations`` list (train or test: a detector cannot learn from no boxes, and COCOeval scores
+  nothing against none), or no box left that is not crowd after clipping;
 - a box with negative width or height is an error naming the annotation: a correct COCO export never
   writes one, and the usual cause — ``[x0, y0, x1, y1]`` written where ``[x, y, width, height]`` belongs —
   makes every box wrong, which dropping would hide;
+- boxes that extend past their image by more than ``OUTSIDE_TOLERANCE`` px: the odd one is clipped, but
+  when more than half of the boxes (and at least ``XYXY_MIN_BOXES``) do, that is ``[x0, y0, x1, y1]``
+  written as ``[x, y, width, height]`` again, and an error;
 - a box that is empty (zero width or height, or nothing left after clipping to its image) is dropped, and
   one warning gives the count: COCO itself holds a few, and a detector cannot train on them;
-- a missing image file or one PIL cannot read (the file is named; every image's header is read once).
+- a missing image file or one PIL cannot read (the file is named; every image's header is read on loading).
+
+``check_images`` (run by the tasks' ``check_data`` before any training) then decodes every image of the
+splits fully, so a truncated or corrupt file fails in seconds rather than in a data-loader worker hours
+later. Images that decoded are remembered in ``<cache>/image-check/`` by absolute path, size and
+modification time, so later runs only ``stat`` them; a changed file is decoded again.
 
 ``DetectionSplits`` makes the paper's splits (DetNAS §4) from a training and a test collection:
 ``search`` holds ``search_size`` training images out (chosen by ``split_seed``), ``train`` is the rest,
@@ -21,6 +31,7 @@ so every problem surfaces as one ``NasEngineError`` line when a split is first l
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -39,8 +50,12 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from nasengine import console
+from nasengine import console, paths
 from nasengine.errors import NasEngineError
+
+OUTSIDE_TOLERANCE = 1.0  # pixels a box may pass its image's edge (rounding, 1-based exports) before it counts as outside
+XYXY_MIN_BOXES = 5  # fewer boxes outside their image than this are only clipped, whatever their share
+PROGRESS_FROM = 1000  # decoding at least this many images shows progress
 
 
 @dataclass
@@ -117,6 +132,11 @@ def check_coco(data: Any, source: str) -> None:
         category_ids.add(category_id)
     if not categories:
         raise NasEngineError(f"{source}: 'categories' is empty; a detection file declares its classes there")
+    if not annotations:
+        raise NasEngineError(
+            f"{source}: 'annotations' is empty; a detection training set needs at least one box "
+            "(and a test set too: COCOeval has nothing to score against)"
+        )
     annotation_ids: set[int] = set()
     for index, annotation in enumerate(annotations):
         annotation_id = _require(annotation, "id", _is_int, "an integer", f"annotations[{index}]", source)
@@ -171,10 +191,31 @@ def image_sizes(folder: Path, images: list[dict], source: str) -> dict[int, tupl
     return {image["id"]: header for image, header in zip(images, headers)}
 
 
+def _outside(bbox: list[float], size: tuple[int, int]) -> bool:
+    """Whether the ``[x, y, width, height]`` box ends past the right or bottom edge of a ``size`` image."""
+    x, y, width, height = bbox
+    return x + width > size[0] + OUTSIDE_TOLERANCE or y + height > size[1] + OUTSIDE_TOLERANCE
+
+
+def check_not_xyxy(annotations: list[dict], sizes: dict[int, tuple[int, int]], source: str) -> None:
+    """A one-line error when most boxes end past their image: corners ``[x0, y0, x1, y1]`` written as COCO boxes."""
+    outside = [a for a in annotations if _outside(a["bbox"], sizes[a["image_id"]])]
+    if len(outside) < XYXY_MIN_BOXES or 2 * len(outside) <= len(annotations):
+        return
+    first = outside[0]
+    width, height = sizes[first["image_id"]]
+    raise NasEngineError(
+        f"{source}: {len(outside)} of {len(annotations)} boxes extend past their image (annotation {first['id']}: "
+        f"{first['bbox']} on a {width}x{height} image); COCO boxes are [x, y, width, height] — was "
+        "[x0, y0, x1, y1] written instead?"
+    )
+
+
 def clip_boxes(data: dict, sizes: dict[int, tuple[int, int]], source: str) -> None:
     """Clip every box to its image, record the real image sizes, fill ``area``/``iscrowd``, drop empty boxes."""
     for image in data["images"]:
         image["width"], image["height"] = sizes[image["id"]]
+    check_not_xyxy(data["annotations"], sizes, source)
     kept = []
     for annotation in data["annotations"]:
         width, height = sizes[annotation["image_id"]]
@@ -216,12 +257,106 @@ def checked_collection(folder: Path, data: Any, source: str) -> Collection:
     """``data`` checked against COCO and against the images in ``folder``, as a ``Collection``."""
     check_coco(data, source)
     clip_boxes(data, image_sizes(folder, data["images"], source), source)
+    if all(annotation["iscrowd"] for annotation in data["annotations"]):
+        raise NasEngineError(
+            f"{source}: no box is left to train on or score against (every box is empty inside its image, or crowd/"
+            "difficult); a detection set needs at least one ordinary box"
+        )
     return Collection(folder, build_coco(data), source)
 
 
 def load_coco(images: Path, annotations: Path) -> Collection:
     """A user's COCO collection: ``annotations`` (instances json) over the image folder ``images``."""
     return checked_collection(images, read_json(annotations), str(annotations))
+
+
+def decode(path: Path) -> str | None:
+    """None when PIL decodes every pixel of ``path`` to RGB (as ``read_image`` will), else why it cannot."""
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB")
+    except Exception as exc:  # OSError (truncated), SyntaxError, ValueError, DecompressionBombError, ...
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _stamp(path: str) -> list[int]:
+    """``[size, mtime_ns]`` of ``path``: a decoded image is trusted until either changes."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise NasEngineError(f"image file {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _cache_file(folder: str) -> Path:
+    """The decode cache of the images in ``folder`` (one small JSON file per image folder)."""
+    digest = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return paths.cache_dir("image-check") / f"{digest}.json"
+
+
+def _read_cache(file: Path) -> dict[str, list[int]]:
+    """``{absolute path: [size, mtime_ns]}`` of the images that decoded; empty when missing or unreadable."""
+    try:
+        entries = json.loads(file.read_text(encoding="utf-8"))["images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(file: Path, folder: str, entries: dict[str, list[int]]) -> None:
+    """Replace ``file`` atomically, so concurrent runs (ranks) never read half a file; a cache that cannot be
+    written only costs decoding again next time."""
+    temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps({"folder": folder, "images": entries}), encoding="utf-8")
+        os.replace(temporary, file)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+
+
+def _decode_all(files: list[str]) -> list[str | None]:
+    """``decode`` of every file on a thread pool (PIL releases the GIL while decoding), with progress when many."""
+    with ThreadPoolExecutor() as pool:
+        results = pool.map(decode, map(Path, files))
+        if len(files) < PROGRESS_FROM:
+            return list(results)
+        done: list[str | None] = []
+        with console.progress(len(files), "decoding images once to check them", log_every=len(files) // 4) as bar:
+            for result in results:
+                done.append(result)
+                bar.update(len(done))
+        return done
+
+
+def check_images(images: Sequence[Path]) -> None:
+    """Decode every image of ``images`` fully once; a one-line error naming the first that cannot be decoded.
+
+    Images that decoded are cached by absolute path, size and mtime (``_cache_file``), so a later call only
+    ``stat``s them; a file whose size or mtime changed is decoded again, a failed one every time.
+    """
+    by_folder: dict[str, dict[str, list[int]]] = {}
+    for image in dict.fromkeys(os.path.abspath(path) for path in images):
+        by_folder.setdefault(os.path.dirname(image), {})[image] = _stamp(image)
+    failures: list[tuple[str, str]] = []
+    for folder, stamps in by_folder.items():
+        file = _cache_file(folder)
+        cached = _read_cache(file)
+        todo = [path for path, stamp in stamps.items() if cached.get(path) != stamp]
+        if not todo:
+            continue
+        for path, error in zip(todo, _decode_all(todo)):
+            if error is None:
+                cached[path] = stamps[path]
+            else:
+                cached.pop(path, None)
+                failures.append((path, error))
+        _write_cache(file, folder, cached)
+    if failures:
+        path, error = failures[0]
+        more = len(failures) - 1
+        others = f"; {more} more image{'s' if more > 1 else ''} cannot be decoded either" if more else ""
+        raise NasEngineError(f"image file {path} cannot be decoded ({error}); re-export or remove it{others}")
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -256,6 +391,10 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def image_paths(self) -> list[Path]:
+        """The image file of every item, in order."""
+        return [self.images / self.coco.imgs[image_id]["file_name"] for image_id in self.image_ids]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image_id = self.image_ids[index]

@@ -131,6 +131,20 @@ class DetectionTask(Task):
     def dataset(self, split: str, *, train: bool) -> Dataset:
         return self._splits.dataset(split, train=train)
 
+    def check_data(self) -> None:
+        """Load and check every split's annotations, then decode each of their images fully once.
+
+        A truncated or corrupt image otherwise passes the header check and fails hours later in a data-loader
+        worker. Decoded images are cached by path, size and mtime (``coco_data.check_images``), so later
+        runs only ``stat`` them.
+        """
+        from nasengine.tasks.coco_data import check_images
+
+        images: list[Path] = []
+        for split in self.splits:
+            images += self._splits.dataset(split, train=False).image_paths()
+        check_images(images)
+
     def collate(self, batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
         images, targets = zip(*batch)
         return list(images), list(targets)

@@ -13,7 +13,9 @@ A VOC root holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg`` and ``ImageSe
 - image ids are 1..N in the order of the set file.
 
 Malformed XML (not well-formed, a missing or non-numeric field, ``xmax < xmin``) is one ``NasEngineError``
-naming the file and the field.
+naming the file and the field. XML that declares a ``<!DOCTYPE>`` or ``<!ENTITY>`` is refused before it is
+parsed (VOC never needs one; entity expansion can blow up memory), and an image set none of whose images
+has an ``<object>`` is an error naming the set file (nothing to train on, nothing for COCOeval to score).
 """
 
 from __future__ import annotations
@@ -49,14 +51,27 @@ def _number(element: ET.Element, field: str, path: Path, where: str) -> float:
         raise NasEngineError(f"{path}: <{field.split('/')[-1]}> of {where} is {text!r}, not a number") from None
 
 
+def declares_entities(data: bytes) -> bool:
+    """Whether raw XML ``data`` holds a DOCTYPE or ENTITY declaration (looked for in UTF-8 and UTF-16)."""
+    return any(marker.encode(encoding) in data
+               for marker in ("<!DOCTYPE", "<!ENTITY") for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
 def read_voc_xml(path: Path) -> list[VocObject]:
     """The objects of one VOC annotation file; a one-line error naming the file and the bad field."""
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise NasEngineError(f"{path}: not well-formed XML ({exc})") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise NasEngineError(f"{path}: cannot be read ({exc})") from None
+    if declares_entities(data):
+        raise NasEngineError(
+            f"{path}: annotation XML must not declare entities (it holds a <!DOCTYPE> or <!ENTITY> declaration); "
+            "remove the declaration"
+        )
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise NasEngineError(f"{path}: not well-formed XML ({exc})") from None
     objects = []
     for index, element in enumerate(root.findall("object"), start=1):
         where = f"object {index}"
@@ -129,4 +144,10 @@ class VocReader:
 
     def collection(self, image_set: str) -> Collection:
         """The image set as a checked COCO collection over ``JPEGImages``."""
+        images = self.objects[image_set]
+        if not any(objects for _, objects in images):
+            raise NasEngineError(
+                f"VOC image set file {self.set_file(image_set)}: none of its {len(images)} images has an <object> in "
+                "its annotation XML; a detection training set needs at least one box (and a test set too)"
+            )
         return checked_collection(self.root / "JPEGImages", self.coco_dict(image_set), str(self.set_file(image_set)))
