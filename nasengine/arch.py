@@ -25,10 +25,16 @@ def parse_arch(text: str, choices: Sequence[int], named: dict[str, Arch] | None 
     text = text.strip()
     if text in named:
         return tuple(named[text])
-    if re.fullmatch(r"[0-9]+", text) and len(text) == len(choices) and max(choices) <= 10:
+    compact = bool(re.fullmatch(r"[0-9]+", text)) and len(choices) > 1 and max(choices) <= 10
+    if compact and len(text) != len(choices):
+        raise NasEngineError(
+            f"architecture {text!r} has {len(text)} digits but the space has {len(choices)} positions; "
+            f"give one choice index per position"
+        )
+    if compact:
         digits = [int(ch) for ch in text]
-    elif re.fullmatch(r"[0-9]+([,\s]+[0-9]+)*", text):
-        digits = [int(tok) for tok in re.split(r"[,\s]+", text)]
+    elif re.fullmatch(r"[0-9]+(\s*,\s*[0-9]+|\s+[0-9]+)*", text):
+        digits = [int(tok) for tok in re.split(r"\s*,\s*|\s+", text)]
     else:
         names = ", ".join(sorted(named)) or "none"
         raise NasEngineError(

@@ -16,6 +16,7 @@ from rich.table import Table
 from nasengine import console as out
 from nasengine import registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
+from nasengine.config import PHASES
 from nasengine.errors import NasEngineError
 from nasengine.options import parse_pairs
 
@@ -63,7 +64,8 @@ def list_plugins() -> None:
 @cli.command()
 @click.option("--space", "space_name", required=True, help="Search space name (see 'nasengine list').")
 @click.option("--arch", required=True, help="Choice indices '2,1,2,...' or a named architecture.")
-@click.option("--image-size", default=224, show_default=True, help="Square input size for the count.")
+@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32),
+              help="Square input size for the count.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"flops": int, "params": int} only.')
 @space_option
 def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_options: tuple[str, ...]) -> None:
@@ -81,7 +83,8 @@ def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_opti
 
 @cli.command("space")
 @click.argument("name")
-@click.option("--image-size", default=224, show_default=True, help="Input size for the FLOPs range.")
+@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32),
+              help="Input size for the FLOPs range.")
 @space_option
 def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
     """Positions, choices, size, FLOPs range and named architectures of a space."""
@@ -120,7 +123,7 @@ def data() -> None:
 @click.argument("task_name")
 @click.option("--split", default="train", show_default=True, help="train, search, test or calib.")
 @click.option("--out", "out_path", default=None, help="PNG to write (default: <task>-<split>.png).")
-@click.option("--count", default=16, show_default=True, help="Number of images to draw.")
+@click.option("--count", default=16, show_default=True, type=click.IntRange(min=1), help="Number of images to draw.")
 @click.option("--data-root", default=None, help="The task's data folder (default: its embedded data).")
 @task_option
 def data_show(task_name: str, split: str, out_path: str | None, count: int, data_root: str | None, task_options) -> None:
@@ -188,6 +191,8 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
         if kw.get(key) is not None:
             overrides[key] = kw[key]
     search = overrides.setdefault("search", {})
+    if not isinstance(search, dict):
+        raise NasEngineError(f"config key search must be a table of settings (e.g. --set search.batch_size=8), not {search!r}")
     for key, value in (("strategy", kw.get("strategy")), ("flops_max", kw.get("flops_max")),
                        ("flops_min", kw.get("flops_min")), ("on", kw.get("search_on"))):
         if value is not None:
@@ -214,31 +219,43 @@ def _default_out(config) -> Path:
 @_run_options
 @click.option("--out", "out_dir", default=None, help="Run directory; rerunning continues it [default: runs/<space>-<task>-...].")
 @click.option("--arch", default=None, help="Skip the search and retrain this architecture.")
+@click.option("--redo", default=None, type=click.Choice(PHASES), metavar="PHASE",
+              help=f"Redo PHASE ({', '.join(PHASES)}) and what depends on it, e.g. after a corrupt checkpoint.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-def run(out_dir: str | None, arch: str | None, quiet: bool, **kw: Any) -> None:
+def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **kw: Any) -> None:
     """The whole protocol: pre-train → fine-tune → search → retrain and test → report."""
     from nasengine import config as configuration
     from nasengine.engine import Run
 
     out.set_quiet(quiet)
     config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
-    run_ = Run.create(out_dir or _default_out(config), config)
-    parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
+    directory = out_dir or _default_out(config)
+    space = registry.create("space", config.space, **config.space_options)
+    parsed = parse_arch(arch, space.choices, space.named) if arch else None
+    run_ = Run.create(directory, config)
+    if redo:
+        run_.redo(redo)
     out.log(f"run directory: {run_.dir}")
     run_.run_all(parsed)
 
 
 def _phase_command(phase: str, help_text: str):
     @click.argument("run_dir", type=click.Path())
+    @click.option("--redo", is_flag=True, help=f"Redo the {phase} phase even if it finished, and what depends on it.")
     @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-    def command(run_dir: str, quiet: bool, **kw: Any) -> None:
+    def command(run_dir: str, redo: bool, quiet: bool, **kw: Any) -> None:
         from nasengine.engine import Run
 
         out.set_quiet(quiet)
         run_ = Run.open(run_dir)
+        arch = kw.get("arch")
+        parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
+        run_.check()
+        run_.claim()
+        if redo:
+            run_.redo(phase)
         if phase == "retrain":
-            arch = kw.get("arch")
-            run_.retrain(parse_arch(arch, run_.space.choices, run_.space.named) if arch else None)
+            run_.retrain(parsed)
             from nasengine.report import write_report
 
             write_report(run_)
@@ -270,6 +287,8 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
 
     out.set_quiet(quiet)
     run_ = Run.open(run_dir)
+    run_.check()
+    run_.claim()
     if strategy is None:
         if budget_like is not None:
             raise NasEngineError("--budget-like sizes a second search; give it with --strategy (e.g. --strategy random)")
@@ -384,9 +403,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted; rerun the same command to continue where it stopped", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: one line too, with where to look
+        command = f"nasengine {exc.ctx.info_name} --help" if getattr(exc, "ctx", None) else "nasengine --help"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"error: {message}" + (f" (see '{command}')" if isinstance(exc, click.UsageError) else ""), err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to continue where it stopped", err=True)
         sys.exit(130)

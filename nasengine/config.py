@@ -11,11 +11,15 @@ import copy
 import dataclasses
 import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nasengine.errors import NasEngineError
+
+
+PHASES = ("pretrain", "finetune", "search", "retrain")  # the protocol's steps, in order (DetNAS §3)
 
 
 @dataclass
@@ -86,7 +90,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
     "demo": {
         "pretrain_task": "fashion-mnist",
-        "task_options": {"search_size": 100, "calib_size": 64},
+        # 300 search images and 256 calibration images: with 100 and 64 a candidate's score moved by 0.65x the
+        # spread of the candidates' scores when only the calibration subset changed; with these, 0.16x.
+        "task_options": {"search_size": 300, "calib_size": 256},
         # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
         # distills every choice from the trained baseline for half the iterations, then samples uniformly.
         "pretrain_schedule": {"iterations": 1000, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
@@ -120,6 +126,16 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+SECTIONS = {"pretrain_schedule": Schedule, "finetune_schedule": Schedule, "search": SearchConfig}
+
+
+def _check_sections(data: dict[str, Any]) -> None:
+    for key in SECTIONS:
+        if key in data and not isinstance(data[key], dict):
+            raise NasEngineError(f"config key {key} must be a table of settings (e.g. --set {key}.batch_size=8), "
+                                 f"not {data[key]!r}")
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
@@ -127,10 +143,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise NasEngineError(f"unknown config key {where}{unknown[0]!r}; known keys: {', '.join(names)}")
     values = {}
     for key, value in data.items():
-        if key in ("pretrain_schedule", "finetune_schedule"):
-            value = _build(Schedule, value, f"{key}.")
-        elif key == "search":
-            value = _build(SearchConfig, value, "search.")
+        if key in SECTIONS and cls is RunConfig:
+            _check_sections({key: value})
+            value = _build(SECTIONS[key], value, f"{key}.")
         values[key] = value
     try:
         return cls(**values)
@@ -143,6 +158,8 @@ def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dic
     data: dict[str, Any] = {}
     if file is not None:
         data = load_toml(file)
+    for source in (data, overrides or {}):
+        _check_sections(source)
     preset = (overrides or {}).get("preset") or data.get("preset") or preset
     if preset not in PRESETS:
         raise NasEngineError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -154,7 +171,9 @@ def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dic
     merged = _merge(_merge(_merge(defaults, preset_values), data), overrides or {})
     merged["preset"] = preset
     config = _build(RunConfig, merged, "")
+    check_types(config)
     _apply_dataset_rules(config, explicit=explicit)
+    check_ranges(config)
     return config
 
 
@@ -178,6 +197,99 @@ def _drop_foreign_strategy_options(preset_values: dict[str, Any], strategy: str)
         del options[key]
 
 
+def _fields(section: Any, prefix: str):
+    """``(dotted key, type hint, value)`` of every setting of a config section, sections recursed into."""
+    hints = typing.get_type_hints(type(section))
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, f"{prefix}{item.name}.")
+        else:
+            yield f"{prefix}{item.name}", hints[item.name], value
+
+
+def _bad(where: str, key: str, wanted: str, value: Any) -> NasEngineError:
+    return NasEngineError(f"{where}{key} must be {wanted}, not {value!r}; set it with --set {key}=VALUE or in the --config file")
+
+
+def _typed(where: str, key: str, hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` asks for (integral floats become ints), or a one-line error."""
+    optional = type(None) in typing.get_args(hint)
+    if optional and value is None:
+        return None
+    base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint) if optional else hint
+    origin = typing.get_origin(base) or base
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, key, "true or false", value)
+    elif origin is int:
+        if not (is_number and float(value).is_integer()):
+            raise _bad(where, key, "an integer", value)
+        value = int(value)
+    elif origin is float:
+        if not is_number or math.isnan(value):
+            raise _bad(where, key, "a number", value)
+        value = float(value)
+    elif origin is str:
+        if not isinstance(value, str):
+            raise _bad(where, key, "a string", value)
+    elif origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise _bad(where, key, "a list of numbers like [0.5, 0.8]", value)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(where, key, "a table of options", value)
+    return value
+
+
+def check_types(config: RunConfig, where: str = "") -> None:
+    """Every setting has its declared type (booleans are booleans, ints are ints); converts in place."""
+    for key, hint, value in _fields(config, ""):
+        *parents, leaf = key.split(".")
+        owner = config
+        for part in parents:
+            owner = getattr(owner, part)
+        setattr(owner, leaf, _typed(where, key, hint, value))
+
+
+def check_ranges(config: RunConfig, where: str = "") -> None:
+    """Every number inside its range and every name one of its choices; one line naming the key otherwise."""
+    from nasengine.sampling import SAMPLINGS
+
+    def require(ok: bool, key: str, wanted: str, value: Any) -> None:
+        if not ok:
+            raise _bad(where, key, wanted, value)
+
+    require(config.seed >= 0, "seed", "an integer >= 0", config.seed)
+    require(config.data_workers >= 0, "data_workers", "an integer >= 0", config.data_workers)
+    for name in ("pretrain_schedule", "finetune_schedule"):
+        schedule = getattr(config, name)
+        require(schedule.iterations >= 1, f"{name}.iterations", "an integer >= 1", schedule.iterations)
+        require(schedule.batch_size >= 1, f"{name}.batch_size", "an integer >= 1", schedule.batch_size)
+        require(schedule.lr is None or 0 < schedule.lr < math.inf, f"{name}.lr", "a number > 0", schedule.lr)
+        require(0 <= schedule.momentum < 1, f"{name}.momentum", "a number in [0, 1)", schedule.momentum)
+        require(0 <= schedule.weight_decay < math.inf, f"{name}.weight_decay", "a number >= 0", schedule.weight_decay)
+        require(schedule.lr_schedule in ("linear", "step"), f"{name}.lr_schedule", "'linear' or 'step'", schedule.lr_schedule)
+        require(all(0 < m < 1 for m in schedule.milestones) and schedule.milestones == sorted(schedule.milestones),
+                f"{name}.milestones", "rising fractions of the iterations, each in (0, 1)", schedule.milestones)
+        require(schedule.warmup_iterations >= 0, f"{name}.warmup_iterations", "an integer >= 0", schedule.warmup_iterations)
+        require(schedule.checkpoint_every >= 1, f"{name}.checkpoint_every", "an integer >= 1", schedule.checkpoint_every)
+        require(schedule.sampling in SAMPLINGS, f"{name}.sampling", f"one of {', '.join(map(repr, SAMPLINGS))}", schedule.sampling)
+        require(0 < schedule.distill_fraction < 1, f"{name}.distill_fraction", "a number in (0, 1)", schedule.distill_fraction)
+        require(0 < schedule.distill_lr < math.inf, f"{name}.distill_lr", "a number > 0", schedule.distill_lr)
+    require(config.finetune_schedule.sampling != "distill", "finetune_schedule.sampling",
+            "'uniform' or 'fair' ('distill' is for pre-training only)", config.finetune_schedule.sampling)
+    search = config.search
+    require(0 <= search.flops_min < math.inf, "search.flops_min", "a number >= 0", search.flops_min)
+    require(search.flops_max is None or search.flops_max > 0, "search.flops_max", "a number > 0", search.flops_max)
+    require(search.flops_max is None or search.flops_min <= search.flops_max, "search.flops_min",
+            f"at most search.flops_max ({search.flops_max:g})" if search.flops_max is not None else "", search.flops_min)
+    require(search.flops_image_size >= 32, "search.flops_image_size", "an integer >= 32", search.flops_image_size)
+    require(search.batch_size >= 1, "search.batch_size", "an integer >= 1", search.batch_size)
+    require(search.on in ("detection", "classification"), "search.on", "'detection' or 'classification'", search.on)
+
+
 def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
     """Rules from the paper that depend on the chosen task and variant, unless set explicitly."""
     finetune_set = "iterations" in explicit.get("finetune_schedule", {})
@@ -185,26 +297,20 @@ def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
         config.finetune_schedule.iterations = 22_500
     if not config.pretrain and not finetune_set:  # DetNAS-scratch: fine-tune twice as long
         config.finetune_schedule.iterations *= 2
-    from nasengine.sampling import SAMPLINGS
-
-    for name in ("pretrain_schedule", "finetune_schedule"):
-        schedule = getattr(config, name)
-        if schedule.sampling not in SAMPLINGS:
-            raise NasEngineError(f"{name}.sampling must be one of {', '.join(SAMPLINGS)}, not {schedule.sampling!r}")
-        if not 0 < schedule.distill_fraction < 1:
-            raise NasEngineError(f"{name}.distill_fraction must be between 0 and 1 (exclusive), not {schedule.distill_fraction!r}")
-    if config.finetune_schedule.sampling == "distill":
-        raise NasEngineError("finetune_schedule.sampling 'distill' is for pre-training only; use 'uniform' or 'fair'")
-    if config.search.on not in ("detection", "classification"):
-        raise NasEngineError(f"search.on must be 'detection' or 'classification', not {config.search.on!r}")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NasEngineError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise NasEngineError(f"config file {path} is a directory; give a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise NasEngineError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+    except OSError as exc:
+        raise NasEngineError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise NasEngineError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -250,4 +356,11 @@ def save(config: RunConfig, path: str | Path) -> None:
 def load(path: str | Path) -> RunConfig:
     """A run's resolved configuration, as written by :func:`save`."""
     data = load_toml(path)
-    return _build(RunConfig, _merge(RunConfig().to_dict(), data), "")
+    missing = [key for key in ("space", "task", "seed", "pretrain_schedule", "finetune_schedule", "search") if key not in data]
+    if missing:
+        raise NasEngineError(f"{path} is not a complete run configuration (no {missing[0]!r}); restore it from a "
+                             "backup, or start the run again in a new --out")
+    config = _build(RunConfig, _merge(RunConfig().to_dict(), data), "")
+    check_types(config, where=f"{path}: ")
+    check_ranges(config, where=f"{path}: ")
+    return config

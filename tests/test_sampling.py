@@ -38,9 +38,9 @@ def test_paths_for_each_sampling():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"pretrain_schedule": {"sampling": "greedy"}}, "pretrain_schedule.sampling must be one of uniform, fair, distill"),
+    ({"pretrain_schedule": {"sampling": "greedy"}}, "pretrain_schedule.sampling must be one of 'uniform', 'fair', 'distill'"),
     ({"finetune_schedule": {"sampling": "distill"}}, "for pre-training only"),
-    ({"pretrain_schedule": {"distill_fraction": 1.0}}, "distill_fraction must be between 0 and 1"),
+    ({"pretrain_schedule": {"distill_fraction": 1.0}}, r"distill_fraction must be a number in \(0, 1\)"),
 ])
 def test_bad_sampling_settings_are_refused(overrides, message):
     with pytest.raises(NasEngineError, match=message):
