@@ -31,8 +31,8 @@ from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
 from nasengine.sampling import uniform_path
-from nasengine.training import (ResumableBatchSampler, batch_images, derived_seed, resume_training_state,
-                                save_training_state)
+from nasengine.training import (Diverged, ResumableBatchSampler, batch_images, derived_seed, resume_training_state,
+                                overflow_check_due, save_training_state, state_overflow)
 
 
 class _Captured(Exception):
@@ -100,6 +100,7 @@ def distill(
     optimizer = torch.optim.Adam(params, lr=schedule.distill_lr)
     checkpoint_path = out_dir / "checkpoint.pt"
     start = resume_training_state(model, optimizer, out_dir, iterations, description)
+    saved_at = start if start > 0 else None
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()
@@ -120,12 +121,15 @@ def distill(
             pairs = supernet.distill_pairs(teacher_backbone, images, uniform_path(choices, seed, iteration))
             loss = sum(nn.functional.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8) for out, target in pairs)
             if not torch.isfinite(loss):
-                raise NasEngineError(f"{description}: the distillation loss became {loss.item()} at iteration "
-                                     f"{iteration}; lower pretrain_schedule.distill_lr (now {schedule.distill_lr:g})")
+                raise Diverged(description, iteration, lr, f"the distillation loss became {loss.item()}",
+                               checkpoint_path if saved_at else None, saved_at)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(params)
             optimizer.step()
+            overflow = state_overflow(model) if overflow_check_due(iteration, schedule.checkpoint_every, iterations) else None
+            if overflow:
+                raise Diverged(description, iteration, lr, overflow, checkpoint_path if saved_at else None, saved_at)
             value = float(loss.detach()) / len(pairs)
             images_per_s = batch_images(batch) * distributed.world_size() / (time.perf_counter() - tick)
             figures = {"distill_loss": value, "lr": lr, "img/s": images_per_s}
@@ -137,6 +141,7 @@ def distill(
             if done % schedule.checkpoint_every == 0 and done < iterations:
                 log_file.flush()
                 save_training_state(model, optimizer, done, checkpoint_path)
+                saved_at = done
     if start < iterations:
         save_training_state(model, optimizer, iterations, checkpoint_path)
     return figures

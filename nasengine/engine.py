@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -21,16 +22,28 @@ from torch import nn
 from nasengine import config as configuration
 from nasengine import console, distributed, registry
 from nasengine.arch import format_arch
-from nasengine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
-from nasengine.config import RunConfig
+from nasengine.checkpoint import (load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint,
+                                  verify_checkpoint, write_json)
+from nasengine.config import PHASES, RunConfig
 from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Space, Task
+from nasengine.preflight import check_run
+from nasengine.run_lock import RunLock
 from nasengine.search import run_search
 from nasengine.sampling import paths_for
-from nasengine.training import derived_seed, train
+from nasengine.training import Diverged, derived_seed, train
 
-PHASES = ("pretrain", "finetune", "search", "retrain")
+# What ``--redo PHASE`` deletes besides the phase itself: everything computed from its results (the report
+# is drawn again at the end of every run; rank checks and comparison searches must be run again).
+REDO_DEPENDENTS = {
+    "pretrain": ("finetune", "search", "search-*", "retrain", "rank_check", "report"),
+    "finetune": ("search", "search-*", "retrain", "rank_check", "report"),
+    "search": ("retrain", "rank_check", "report"),
+    "retrain": ("report",),
+}
+PRODUCTS = {"pretrain": "supernet.pt", "finetune": "supernet.pt", "search": "best.json", "retrain": "summary.json"}
+RESULT_FILES = ("done.json", "test.json", "summary.json", "best.json", "supernet.pt")
 
 
 class Run:
@@ -40,14 +53,20 @@ class Run:
         self.dir = Path(directory)
         self.config = config
         self.device = distributed.setup()
+        self._lock: RunLock | None = None
 
     @classmethod
     def create(cls, directory: str | Path, config: RunConfig) -> "Run":
-        """Start a run in ``directory``, or continue the one there if it has the same configuration."""
+        """Start a run in ``directory``, or continue the one there if it has the same configuration.
+
+        Everything is checked (:func:`nasengine.preflight.check_run`) before the directory is touched; the
+        run then holds the directory's lock until the process ends.
+        """
         directory = Path(directory)
         if config.search.flops_max is None:
             space = registry.create("space", config.space, **config.space_options)
             config.search.flops_max = float(space.default_flops_max)
+        run = cls(directory, config)
         saved_path = directory / "config.toml"
         if saved_path.exists():
             saved = configuration.load(saved_path)
@@ -57,19 +76,65 @@ class Run:
                     f"{directory} holds a run with a different configuration ({difference}); "
                     "use another --out, or rerun with the same options to resume it"
                 )
-        elif distributed.is_main():
-            directory.mkdir(parents=True, exist_ok=True)
+        run.check()
+        run.claim()
+        if distributed.is_main() and not saved_path.exists():
             configuration.save(config, saved_path)
         distributed.barrier()
-        return cls(directory, config)
+        return run
 
     @classmethod
     def open(cls, directory: str | Path) -> "Run":
-        """An existing run directory."""
+        """An existing run directory (read-only until :meth:`claim`)."""
         path = Path(directory) / "config.toml"
         if not path.exists():
             raise NasEngineError(f"{directory} is not a run directory (no config.toml); start one with 'nasengine run --out {directory}'")
         return cls(directory, configuration.load(path))
+
+    def check(self) -> None:
+        """Everything the run needs, checked before anything is trained (see :mod:`nasengine.preflight`)."""
+        check_run(self)
+
+    def claim(self) -> None:
+        """Create the directory, take its lock for this process's lifetime (one writer per run directory)
+        and remove the temporary files of writes a killed process left behind."""
+        if distributed.is_main():
+            if self.dir.exists() and not self.dir.is_dir():
+                raise NasEngineError(f"{self.dir} is a file, not a run directory; choose another --out")
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise NasEngineError(f"cannot create the run directory {self.dir} ({exc.strerror or exc}); "
+                                     "choose another --out") from None
+            if self._lock is None:
+                self._lock = RunLock(self.dir)
+                self._lock.acquire()
+            removed = remove_stale_temp_files(self.dir)
+            if removed:
+                console.log(f"removed {removed} temporary file(s) left by an interrupted write in {self.dir}")
+        distributed.barrier()
+
+    def redo(self, phase: str) -> None:
+        """Forget that ``phase`` finished, and everything computed from it, so the next start redoes it.
+
+        The phase's own checkpoints that pass their checksum are kept — training resumes from them and,
+        being deterministic, ends exactly where it would have — while corrupt ones are deleted; the phases
+        that depend on it (``REDO_DEPENDENTS``) are deleted whole. The search is redone from scratch.
+        """
+        if phase not in PHASES:
+            raise NasEngineError(f"unknown phase {phase!r} for --redo; phases: {', '.join(PHASES)}")
+        if distributed.is_main():
+            removed = []
+            if phase == "search":
+                removed += _remove(self.dir, ["search"])
+            else:
+                kept, deleted = _clear_phase(self.dir / phase)
+                console.log(f"redo {phase}: kept {kept} verified checkpoint(s), deleted {len(deleted)} result or corrupt "
+                            f"file(s){': ' + ', '.join(deleted) if deleted else ''}")
+            removed += _remove(self.dir, REDO_DEPENDENTS[phase])
+            if removed:
+                console.log(f"redo {phase}: removed what depends on it: {', '.join(removed)}")
+        distributed.barrier()
 
     # plugins -------------------------------------------------------------------------------------
     @cached_property
@@ -91,7 +156,15 @@ class Run:
 
     # helpers -------------------------------------------------------------------------------------
     def done(self, phase: str) -> bool:
-        return (self.dir / phase / "done.json").exists()
+        """The phase finished: its ``done.json`` exists, and so does its result (a deleted ``supernet.pt``
+        reopens the phase, which resumes from its newest checkpoint)."""
+        if not (self.dir / phase / "done.json").exists():
+            return False
+        product = PRODUCTS.get(phase)
+        if product and not (self.dir / phase / product).exists():
+            console.log(f"{phase}: {self.dir / phase / product} is missing; redoing the phase from its newest checkpoint")
+            return False
+        return True
 
     def _mark_done(self, phase_dir: Path, info: dict[str, Any]) -> None:
         if distributed.is_main():
@@ -104,10 +177,27 @@ class Run:
             model = model.to(memory_format=torch.channels_last)
         return model
 
+    def _diverged(self, error: Diverged, phase_dir: Path, setting: str) -> NasEngineError:
+        """``error`` with the setting to lower and the command that redoes the phase."""
+        top = phase_dir.relative_to(self.dir).parts[0]
+        again = (f"nasengine {top} {self.dir} --redo" if top in PHASES
+                 else f"delete {phase_dir} and run the same command again")
+        return NasEngineError(f"{error}; lower {setting} (now {error.lr:.3g} at that iteration; "
+                              f"--set {setting}=VALUE) and rerun: {again}")
+
     def _train_phase(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str,
                      supernet=None) -> dict:
         started = time.perf_counter()
-        figures = train(
+        setting = f"{'pretrain' if task is self.pretrain_task else 'finetune'}_schedule.lr"
+        try:
+            figures = self._train(phase_dir, model, task, schedule, salt, label, supernet)
+        except Diverged as error:
+            raise self._diverged(error, phase_dir, setting) from None
+        return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
+
+    def _train(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str,
+               supernet=None) -> dict:
+        return train(
             distributed.convert_sync_batchnorm(model, self.device),
             task,
             task.dataset("train", train=True),
@@ -120,7 +210,6 @@ class Run:
             activate=supernet.activate if supernet is not None else None,
             workers=self.config.data_workers,
         )
-        return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
 
     def _path_sampler(self, schedule, salt: int):
         seed = derived_seed(self.config.seed, salt)
@@ -177,11 +266,14 @@ class Run:
         teacher_model.load_state_dict(load_checkpoint(teacher_dir / "checkpoint.pt")["model"])
         inherit_shared(model, teacher_model)
         started = time.perf_counter()
-        figures = distill(model, supernet, teacher_model, teacher, self.pretrain_task,
-                          self.pretrain_task.dataset("train", train=True), self.space.choices, schedule, iterations,
-                          phase_dir / "distill", seed=derived_seed(self.config.seed, 11),
-                          description=f"distill supernet from {self.space.baseline_name}",
-                          workers=self.config.data_workers)
+        try:
+            figures = distill(model, supernet, teacher_model, teacher, self.pretrain_task,
+                              self.pretrain_task.dataset("train", train=True), self.space.choices, schedule, iterations,
+                              phase_dir / "distill", seed=derived_seed(self.config.seed, 11),
+                              description=f"distill supernet from {self.space.baseline_name}",
+                              workers=self.config.data_workers)
+        except Diverged as error:
+            raise self._diverged(error, phase_dir / "distill", "pretrain_schedule.distill_lr") from None
         return {"iterations": iterations, "teacher": self.space.baseline_name, "final": figures,
                 "seconds": round(time.perf_counter() - started, 1)}
 
@@ -328,6 +420,38 @@ class Run:
         if not self.done(phase):
             raise NasEngineError(f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first")
         return load_checkpoint(self.dir / phase / name)
+
+
+def _clear_phase(folder: Path) -> tuple[int, list[str]]:
+    """Delete ``folder``'s results and corrupt checkpoints; returns (checkpoints kept, names deleted)."""
+    kept, deleted = 0, []
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if not path.is_file():
+            continue
+        if path.suffix == ".pt" and path.name not in RESULT_FILES:
+            reason = verify_checkpoint(path)
+            if reason is None:
+                kept += 1
+                continue
+            # a corrupt training state: the folder's phase must restart, so it is no longer done either
+            (path.parent / "done.json").unlink(missing_ok=True)
+        elif path.name not in RESULT_FILES:
+            continue
+        if path.exists():
+            path.unlink()
+            deleted.append(str(path.relative_to(folder.parent)))
+    return kept, deleted
+
+
+def _remove(directory: Path, patterns: Sequence[str]) -> list[str]:
+    """Delete the folders of ``directory`` matching ``patterns``; returns their names."""
+    removed = []
+    for pattern in patterns:
+        for path in sorted(directory.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path.name + "/")
+    return removed
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

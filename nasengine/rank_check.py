@@ -154,6 +154,8 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
     run = Run.open(run_dir)
     if not run.done("search"):
         raise NasEngineError(f"{run.dir} has no finished search; run 'nasengine search {run.dir}' first")
+    run.check()
+    run.claim()
     candidates = select_candidates(read_history(run.dir / "search" / "history.jsonl"), count)
     entries = []
     for index, record in enumerate(candidates, 1):

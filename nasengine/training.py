@@ -92,6 +92,44 @@ class ResumableBatchSampler(Sampler[list[int]]):
             yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()
 
 
+class Diverged(NasEngineError):
+    """Training produced a non-finite loss, weight or BN statistic; the engine names the phase and the fix."""
+
+    def __init__(self, description: str, iteration: int, lr: float, what: str, checkpoint: Path | None,
+                 checkpoint_iteration: int | None):
+        self.description, self.iteration, self.lr, self.what = description, iteration, lr, what
+        self.checkpoint, self.checkpoint_iteration = checkpoint, checkpoint_iteration
+        newest = (f"the newest checkpoint is {checkpoint} (iteration {checkpoint_iteration})" if checkpoint
+                  else "there is no checkpoint of this phase yet")
+        super().__init__(f"{description}: {what} at iteration {iteration + 1} (lr {lr:.3g}); {newest}")
+
+
+def state_overflow(model: nn.Module) -> str | None:
+    """Which of the model's weights or buffers (BN statistics) are not finite, or None.
+
+    One fused norm over every floating tensor; a norm overflows for weights near the float range too (1e33
+    and up), which is divergence all the same.
+    """
+    named = [(n, t) for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_floating_point()]
+    if not named:
+        return None
+    norms = torch._foreach_norm([t.detach() for _, t in named])
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return None
+    name = next(n for (n, _), norm in zip(named, norms) if not torch.isfinite(norm))
+    return f"weight or BN statistic {name!r} is not finite"
+
+
+OVERFLOW_CHECK_EVERY = 10  # iterations between weight checks (a check costs ~1/10 of a small supernet's step)
+
+
+def overflow_check_due(iteration: int, checkpoint_every: int, iterations: int) -> bool:
+    """Weights are checked every few iterations and always before a checkpoint or the end, so a diverged
+    state is never saved or marked done (a non-finite loss is caught at every iteration)."""
+    done = iteration + 1
+    return done % OVERFLOW_CHECK_EVERY == 0 or done % checkpoint_every == 0 or done == iterations
+
+
 def batch_images(batch: Any) -> int:
     """Number of images in a batch: ``(images, labels)`` or ``(list_of_images, list_of_targets)``."""
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -126,6 +164,7 @@ def train(
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
     checkpoint_path = out_dir / "checkpoint.pt"
     start = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
+    saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
 
     trained = _wrap_for_ddp(model, device)
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
@@ -148,12 +187,13 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = _mean_loss(trained, task, batch, archs, activate)
             if not torch.isfinite(loss):
-                raise NasEngineError(
-                    f"{description}: loss became {loss.item()} at iteration {iteration}; lower the learning rate "
-                    f"(now {lr:.3g}) — the last good checkpoint is {checkpoint_path}"
-                )
+                raise Diverged(description, iteration, lr, f"the loss became {loss.item()}",
+                               checkpoint_path if saved_at else None, saved_at)
             loss.backward()
             optimizer.step()
+            overflow = state_overflow(model) if overflow_check_due(iteration, schedule.checkpoint_every, schedule.iterations) else None
+            if overflow:
+                raise Diverged(description, iteration, lr, overflow, checkpoint_path if saved_at else None, saved_at)
             seconds = time.perf_counter() - tick
             value = float(loss.detach())
             smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
@@ -166,6 +206,7 @@ def train(
             if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
                 log_file.flush()
                 save_training_state(model, optimizer, done, checkpoint_path)
+                saved_at = done
     if start < schedule.iterations:
         save_training_state(model, optimizer, schedule.iterations, checkpoint_path)
     return figures
@@ -209,7 +250,22 @@ def truncate_log(path: Path, iteration: int) -> None:
     """Drop log lines past ``iteration`` (written after the checkpoint a resume starts from)."""
     if not path.exists() or not distributed.is_main():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise NasEngineError(f"{path} is not UTF-8 text; delete it (the training log is rewritten from the checkpoint on)") from None
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record_iteration = int(json.loads(line)["iteration"])
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):  # a torn last line: the process was killed while writing it
+                break
+            raise NasEngineError(f"{path} line {number} is not a training-log record; delete that line or the file") from None
+        if record_iteration <= iteration:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
 
 

@@ -1,0 +1,190 @@
+"""Kill a run at random points, resume it each time, and check it ends exactly like an uninterrupted run.
+
+    python bench/faults.py [--kills 24] [--preset smoke] [--seed 0] [--out runs/faults]
+
+First an uninterrupted ``nasengine run`` (``reference/``). Then ``faulted-<n>/`` runs: each start of the same
+command is killed with SIGKILL after a random delay (seeded), the next start resumes it, and a run that
+finishes before its kill ends the round; rounds repeat until ``--kills`` kills have landed. Each kill is
+recorded with the phase it interrupted (the first phase folder without ``done.json``).
+
+Every file of every finished faulted run is then compared with the reference:
+
+- checkpoints (``*.pt``): byte for byte (they carry their SHA-256), else tensor by tensor to say which differs;
+- JSON and JSON-lines files: equal after dropping wall-clock fields (``seconds``, ``images_per_s``, ...);
+- everything else (plots, ``config.toml``): byte for byte. The lock file is skipped (it holds a pid).
+
+A temporary file of a killed write must not survive either. Prints one table and exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
+SKIPPED = {".lock"}
+PHASE_ORDER = ("pretrain/teacher", "pretrain/distill", "pretrain", "finetune", "search", "retrain/best/pretrain",
+               "retrain/best/finetune", "retrain/best", "retrain", "report")
+
+
+def command(preset: str, seed: int, out: Path) -> list[str]:
+    script = Path(sys.executable).parent / "nasengine"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "nasengine"]
+    return [*base, "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet"]
+
+
+def finished(out: Path) -> bool:
+    return (out / "report" / "summary.json").exists() and (out / "retrain" / "done.json").exists()
+
+
+def phase_in_progress(out: Path) -> str:
+    """The phase a kill interrupted: the first folder (in protocol order) that exists without ``done.json``,
+    else the first that does not exist yet."""
+    for phase in ("pretrain", "finetune", "search", "retrain"):
+        if not (out / phase / "done.json").exists():
+            deeper = [p for p in PHASE_ORDER if p.startswith(phase + "/") and (out / p).exists()
+                      and not (out / p / "done.json").exists()]
+            return deeper[-1] if deeper else phase
+    return "report"
+
+
+def run_once(arguments: list[str], kill_after: float | None, log) -> tuple[bool, float]:
+    """Start the command; SIGKILL it after ``kill_after`` seconds. Returns (killed, seconds it ran)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(arguments, stdout=log, stderr=log, start_new_session=True)
+    try:
+        process.wait(timeout=kill_after)
+        if process.returncode != 0:
+            raise SystemExit(f"the run failed with exit code {process.returncode}; see {log.name}")
+        return False, time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return True, time.perf_counter() - started
+
+
+def comparable(value: Any) -> Any:
+    """``value`` without wall-clock fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def json_lines(path: Path) -> list[Any]:
+    return [comparable(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def checkpoint_difference(a: Path, b: Path) -> str:
+    import torch
+
+    from nasengine.checkpoint import load_checkpoint
+
+    left, right = load_checkpoint(a), load_checkpoint(b)
+
+    def walk(x: Any, y: Any, where: str) -> str | None:
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            return None if x.shape == y.shape and torch.equal(x, y) else where
+        if isinstance(x, dict) and isinstance(y, dict):
+            if set(x) != set(y):
+                return f"{where} keys"
+            return next((d for k in x if (d := walk(x[k], y[k], f"{where}.{k}"))), None)
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                return f"{where} length"
+            return next((d for i, (p, q) in enumerate(zip(x, y)) if (d := walk(p, q, f"{where}[{i}]"))), None)
+        return None if x == y else where
+
+    found = walk(left, right, "")
+    return f"tensor {found.lstrip('.')} differs" if found else "same tensors, different bytes"
+
+
+def compare(reference: Path, faulted: Path) -> list[str]:
+    """Every difference between the two run directories, as lines (none: identical)."""
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in SKIPPED}
+
+    ours, theirs = files(reference), files(faulted)
+    problems = [f"only in the reference: {name}" for name in sorted(ours - theirs)]
+    problems += [f"only in the faulted run: {name}" for name in sorted(theirs - ours)]
+    for name in sorted(ours & theirs):
+        a, b = reference / name, faulted / name
+        if a.suffix == ".json":
+            same = comparable(json.loads(a.read_text())) == comparable(json.loads(b.read_text()))
+        elif a.suffix == ".jsonl":
+            same = json_lines(a) == json_lines(b)
+        else:
+            same = a.read_bytes() == b.read_bytes()
+        if not same:
+            detail = f" ({checkpoint_difference(a, b)})" if a.suffix == ".pt" else ""
+            problems.append(f"differs: {name}{detail}")
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=24, help="kills to land in all (at least 20 for the claim)")
+    parser.add_argument("--preset", default="smoke")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run (the kill delays use seed 1234)")
+    parser.add_argument("--out", type=Path, default=Path("runs/faults"))
+    args = parser.parse_args()
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    log = open(args.out / "runs.log", "w")
+    reference = args.out / "reference"
+    _, reference_seconds = run_once(command(args.preset, args.seed, reference), None, log)
+    print(f"reference run: {reference_seconds:.1f} s")
+    rng = np.random.default_rng(1234)
+    kills: list[tuple[int, float, str]] = []
+    rounds: list[Path] = []
+    while len(kills) < args.kills:
+        out = args.out / f"faulted-{len(rounds)}"
+        rounds.append(out)
+        while len(kills) < args.kills:
+            # delays up to half the reference time: a round takes several kills before it can finish
+            delay = float(rng.uniform(1.0, max(2.0, 0.5 * reference_seconds)))
+            killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
+            if not killed:
+                break
+            kills.append((len(rounds) - 1, delay, phase_in_progress(out)))
+            print(f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}", flush=True)
+        if not finished(out):
+            run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
+    print()
+    differences = 0
+    for out in rounds:
+        problems = compare(reference, out)
+        temp = [str(p.relative_to(out)) for p in out.rglob(".tmp-*")]
+        problems += [f"temporary file left: {name}" for name in temp]
+        differences += len(problems)
+        landed = sum(1 for r, _, _ in kills if out.name == f"faulted-{r}")
+        verdict = "identical to the uninterrupted run" if not problems else f"{len(problems)} difference(s)"
+        print(f"{out.name}: {landed} kill(s), {verdict}")
+        for line in problems[:20]:
+            print(f"    {line}")
+    phases: dict[str, int] = {}
+    for _, _, phase in kills:
+        phases[phase] = phases.get(phase, 0) + 1
+    print(f"\n{len(kills)} kills over {len(rounds)} run(s); interrupted phases: "
+          + ", ".join(f"{phase} {count}" for phase, count in phases.items()))
+    print("RESULT: every file identical (wall-clock fields aside)" if not differences
+          else f"RESULT: {differences} difference(s)")
+    (args.out / "faults.json").write_text(json.dumps({"kills": kills, "differences": differences,
+                                                      "reference_seconds": reference_seconds}, indent=2))
+    sys.exit(1 if differences else 0)
+
+
+if __name__ == "__main__":
+    main()

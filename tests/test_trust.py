@@ -1,0 +1,140 @@
+"""Runs a user can trust: divergence stops at once, --redo recovers from corruption, one writer per directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nasengine import config as configuration
+from nasengine.checkpoint import load_checkpoint
+from nasengine.cli import cli
+from nasengine.engine import Run
+from nasengine.errors import NasEngineError
+
+
+def invoke(*args, ok: bool = True):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A complete smoke run; tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("trust") / "smoke"
+    invoke("run", "--preset", "smoke", "--out", out, "--quiet")
+    return out
+
+
+def copy_of(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_is_caught_and_redo_restores_the_same_weights(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    flip_a_byte(run_dir / "finetune" / "supernet.pt")
+    shutil.rmtree(run_dir / "search")
+    with pytest.raises(NasEngineError, match=r"finetune/supernet.pt is corrupt.*--redo"):
+        Run.open(run_dir).search()
+    invoke("finetune", run_dir, "--redo", "--quiet")  # keeps the verified checkpoint.pt, rewrites supernet.pt
+    redone = load_checkpoint(run_dir / "finetune" / "supernet.pt")["model"]
+    original = load_checkpoint(finished / "finetune" / "supernet.pt")["model"]
+    assert all(torch.equal(redone[k], original[k]) for k in original)
+    assert not (run_dir / "retrain").exists()  # what depends on fine-tuning was cleared
+
+
+def test_redo_of_a_corrupt_training_checkpoint_restarts_that_phase(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    flip_a_byte(run_dir / "pretrain" / "checkpoint.pt")
+    Run.open(run_dir).redo("pretrain")
+    assert not (run_dir / "pretrain" / "checkpoint.pt").exists()
+    assert not (run_dir / "pretrain" / "done.json").exists()
+    for dependent in ("finetune", "search", "retrain", "report"):
+        assert not (run_dir / dependent).exists(), dependent
+    invoke("run", "--preset", "smoke", "--out", run_dir, "--quiet")
+    history = (run_dir / "search" / "history.jsonl").read_text().splitlines()
+    original = (finished / "search" / "history.jsonl").read_text().splitlines()
+    assert [line.split('"score"')[0] for line in history] == [line.split('"score"')[0] for line in original]
+
+
+def test_a_deleted_result_reopens_its_phase(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    (run_dir / "pretrain" / "supernet.pt").unlink()
+    invoke("pretrain", run_dir, "--quiet")  # not a silent exit: the phase finishes again from its checkpoint
+    assert (run_dir / "pretrain" / "supernet.pt").exists()
+
+
+def test_divergence_stops_at_once_naming_phase_iteration_lr_and_checkpoint(tmp_path):
+    config = configuration.resolve("smoke", overrides={"pretrain_schedule": {"lr": 1e12, "iterations": 6}})
+    run = Run.create(tmp_path / "run", config)
+    with pytest.raises(NasEngineError) as info:
+        run.pretrain()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "pretrain supernet on fashion-mnist" in message and "at iteration" in message
+    assert "pretrain_schedule.lr" in message and f"nasengine pretrain {run.dir} --redo" in message
+    assert "no checkpoint of this phase yet" in message or "the newest checkpoint is" in message
+    assert not (run.dir / "pretrain" / "done.json").exists()
+
+
+def test_a_diverged_state_is_never_saved(tmp_path):
+    """A weight that overflows is caught before the checkpoint that would have saved it."""
+    from nasengine.training import state_overflow
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert state_overflow(model) is None
+    with torch.no_grad():
+        model[1].running_var.fill_(float("inf"))
+    assert "1.running_var" in state_overflow(model)
+    with torch.no_grad():
+        model[1].running_var.fill_(1.0)
+        model[0].weight.fill_(1e36)  # finite, but its norm overflows: diverged all the same
+    assert "0.weight" in state_overflow(model)
+
+
+def test_a_second_writer_is_refused_with_the_first_ones_pid(tmp_path):
+    config = configuration.resolve("smoke")
+    Run.create(tmp_path / "run", config)  # this process holds the lock now
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "nasengine", "pretrain", str(tmp_path / "run"), "--quiet"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"is in use by another nasengine process (pid {os.getpid()}" in result.stderr
+    assert not (tmp_path / "run" / "pretrain").exists()
+
+
+def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
+    config = configuration.resolve("smoke")
+    config.search.flops_max = 3e8
+    run_dir = tmp_path / "run"
+    (run_dir / "pretrain").mkdir(parents=True)
+    configuration.save(config, run_dir / "config.toml")
+    leftovers = [run_dir / "pretrain" / ".checkpoint.pt.x8k2p1_a", run_dir / ".done.json.q0a9zz7w"]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    keep = run_dir / "pretrain" / "checkpoint.pt.txt"
+    keep.write_text("a user's note")
+    Run.create(run_dir, configuration.load(run_dir / "config.toml"))
+    assert not any(path.exists() for path in leftovers)
+    assert keep.exists()
+
+
+def test_unknown_redo_phase_is_refused(finished, tmp_path):
+    with pytest.raises(NasEngineError, match="unknown phase 'nope' for --redo"):
+        Run.open(finished).redo("nope")
