@@ -5,7 +5,7 @@
 First an uninterrupted ``nasengine run`` (``reference/``). Then ``faulted-<n>/`` runs: each start of the same
 command is killed with SIGKILL after a random delay (seeded), the next start resumes it, and a run that
 finishes before its kill ends the round; rounds repeat until ``--kills`` kills have landed. Each kill is
-recorded with the phase it interrupted (the first phase folder without ``done.json``).
+recorded with the phase it interrupted (the training folder it was writing, else the first unfinished phase).
 
 Every file of every finished faulted run is then compared with the reference:
 
@@ -33,8 +33,7 @@ import numpy as np
 
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
 SKIPPED = {".lock"}
-PHASE_ORDER = ("pretrain/teacher", "pretrain/distill", "pretrain", "finetune", "search", "retrain/best/pretrain",
-               "retrain/best/finetune", "retrain/best", "retrain", "report")
+KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phases are interrupted again
 
 
 def command(preset: str, seed: int, out: Path) -> list[str]:
@@ -48,13 +47,16 @@ def finished(out: Path) -> bool:
 
 
 def phase_in_progress(out: Path) -> str:
-    """The phase a kill interrupted: the first folder (in protocol order) that exists without ``done.json``,
-    else the first that does not exist yet."""
+    """The phase a kill interrupted: the first unfinished phase, or the training folder inside it (teacher,
+    distill, retrain/<name>/pretrain, ...) written last."""
     for phase in ("pretrain", "finetune", "search", "retrain"):
         if not (out / phase / "done.json").exists():
-            deeper = [p for p in PHASE_ORDER if p.startswith(phase + "/") and (out / p).exists()
-                      and not (out / p / "done.json").exists()]
-            return deeper[-1] if deeper else phase
+            open_folders = [p for p in (out / phase).rglob("*") if p.is_dir() and not (p / "done.json").exists()
+                            and (p / "log.jsonl").exists()] if (out / phase).exists() else []
+            if not open_folders:
+                return phase
+            newest = max(open_folders, key=lambda p: (p / "log.jsonl").stat().st_mtime)
+            return str(newest.relative_to(out))
     return "report"
 
 
@@ -152,9 +154,9 @@ def main() -> None:
     while len(kills) < args.kills:
         out = args.out / f"faulted-{len(rounds)}"
         rounds.append(out)
-        while len(kills) < args.kills:
-            # delays up to half the reference time: a round takes several kills before it can finish
-            delay = float(rng.uniform(1.0, max(2.0, 0.5 * reference_seconds)))
+        for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
+            # delays up to 60 % of the reference time: start-up, then any phase the run has reached
+            delay = float(rng.uniform(1.0, max(2.0, 0.6 * reference_seconds)))
             killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
             if not killed:
                 break

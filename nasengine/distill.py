@@ -99,12 +99,11 @@ def distill(
     params = [p for p in supernet.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=schedule.distill_lr)
     checkpoint_path = out_dir / "checkpoint.pt"
-    start = resume_training_state(model, optimizer, out_dir, iterations, description)
+    start, figures = resume_training_state(model, optimizer, out_dir, iterations, description)
     saved_at = start if start > 0 else None
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()
-    figures: dict[str, float] = {}
     with console.progress(iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
         bar.update(start)
         batches = iter(loader)
@@ -140,8 +139,8 @@ def distill(
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < iterations:
                 log_file.flush()
-                save_training_state(model, optimizer, done, checkpoint_path)
+                save_training_state(model, optimizer, done, checkpoint_path, figures)
                 saved_at = done
     if start < iterations:
-        save_training_state(model, optimizer, iterations, checkpoint_path)
+        save_training_state(model, optimizer, iterations, checkpoint_path, figures)
     return figures

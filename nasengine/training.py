@@ -163,7 +163,7 @@ def train(
     base_lr = schedule.lr if schedule.lr is not None else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
     checkpoint_path = out_dir / "checkpoint.pt"
-    start = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
+    start, figures = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
     saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
 
     trained = _wrap_for_ddp(model, device)
@@ -171,8 +171,7 @@ def train(
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers,
                         persistent_workers=False)
     model.train()
-    figures: dict[str, float] = {}
-    smoothed = math.nan
+    smoothed = figures.get("loss", math.nan)  # the smoothed loss continues across a resume
     with console.progress(schedule.iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
         bar.update(start)
         batches = iter(loader)
@@ -205,10 +204,10 @@ def train(
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
                 log_file.flush()
-                save_training_state(model, optimizer, done, checkpoint_path)
+                save_training_state(model, optimizer, done, checkpoint_path, figures)
                 saved_at = done
     if start < schedule.iterations:
-        save_training_state(model, optimizer, schedule.iterations, checkpoint_path)
+        save_training_state(model, optimizer, schedule.iterations, checkpoint_path, figures)
     return figures
 
 
@@ -225,24 +224,33 @@ def _mean_loss(model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | 
 
 
 def resume_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, iterations: int,
-                          description: str) -> int:
+                          description: str) -> tuple[int, dict[str, float]]:
     """Load ``out_dir/checkpoint.pt`` into ``model`` and ``optimizer`` if it exists, drop log lines
-    written after it, and return the iteration to continue from (0 for a fresh start)."""
-    start = 0
+    written after it, and return the iteration to continue from (0 for a fresh start) with the training
+    figures saved with it (smoothed loss, lr, ...), so a resumed phase reports what an uninterrupted one would."""
+    start, figures = 0, {}
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
+        figures = dict(state.get("figures", {}))
         console.log(f"{description}: resuming at iteration {start}/{iterations}")
     truncate_log(out_dir / "log.jsonl", start)
-    return start
+    return start, figures
 
 
-def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path) -> None:
+def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path,
+                        figures: dict[str, float] | None = None) -> None:
+    """Write the training state at ``iteration``. The optimizer's per-parameter state is sorted by parameter
+    index: its insertion order records which paths happened to be trained first since the process started,
+    and a resumed run must write the very same bytes as an uninterrupted one."""
     if distributed.is_main():
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, path)
+        optimizer_state = optimizer.state_dict()
+        optimizer_state["state"] = dict(sorted(optimizer_state["state"].items()))
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration,
+                         "figures": dict(figures or {})}, path)
     distributed.barrier()
 
 
