@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -243,14 +244,20 @@ def resume_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, ou
 
 def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path,
                         figures: dict[str, float] | None = None) -> None:
-    """Write the training state at ``iteration``. The optimizer's per-parameter state is sorted by parameter
-    index: its insertion order records which paths happened to be trained first since the process started,
-    and a resumed run must write the very same bytes as an uninterrupted one."""
+    """Write the training state at ``iteration``, byte for byte what an uninterrupted run writes: the
+    optimizer's per-parameter state is sorted by parameter index (its insertion order records which paths
+    happened to be trained first since the process started) and wall-clock figures are left out."""
     if distributed.is_main():
         optimizer_state = optimizer.state_dict()
-        optimizer_state["state"] = dict(sorted(optimizer_state["state"].items()))
+        # pickle writes a string once per object: keys unpickled on resume are new objects, fresh ones are
+        # interned literals, so both are interned here to give the same bytes
+        optimizer_state["state"] = {index: {sys.intern(name): value for name, value in entry.items()}
+                                    for index, entry in sorted(optimizer_state["state"].items())}
+        optimizer_state["param_groups"] = [{sys.intern(name): value for name, value in group.items()}
+                                           for group in optimizer_state["param_groups"]]
+        steady = {key: value for key, value in (figures or {}).items() if key != "img/s"}  # no wall clock
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration,
-                         "figures": dict(figures or {})}, path)
+                         "figures": steady}, path)
     distributed.barrier()
 
 
