@@ -113,6 +113,53 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
     print_(table)
 
 
+@cli.command("check")
+@click.option("--space", "space_name", default=None, help="Check this space (nasengine.testing.check_space).")
+@space_option
+@click.option("--task", "task_name", default=None, help="Check this task (nasengine.testing.check_task).")
+@task_option
+@click.option("--strategy", "strategy_name", default=None,
+              help="Check this strategy (nasengine.testing.check_strategy).")
+def check(space_name: str | None, space_options: tuple[str, ...], task_name: str | None,
+          task_options: tuple[str, ...], strategy_name: str | None) -> None:
+    """Conformance checks of registered plugins: one line per check passed, or one error line.
+
+    A space is checked for detection (four feature maps at strides 4/8/16/32) unless --task names a
+    classification task; with --space, the task is checked on the space's baseline network.
+    """
+    from nasengine import testing
+
+    for given, option, name in ((space_options, "--space-option", space_name),
+                                (task_options, "--task-option", task_name)):
+        if given and not name:
+            raise NasEngineError(f"{option} needs the plugin it is for: add {option.rsplit('-', 1)[0]} NAME")
+    if not (space_name or task_name or strategy_name):
+        raise NasEngineError("nothing to check; give --space S, --task T and/or --strategy G (see 'nasengine list')")
+    space = _space(space_name, space_options) if space_name else None
+    task = _task(task_name, None, task_options) if task_name else None
+    if space is not None:
+        detection = task is None or task.kind == "detection"
+        testing.check_space(space, detection=detection)
+        maps = "4 feature maps at strides 4/8/16/32" if detection else f"{len(space.out_channels)} feature maps"
+        flops = "FLOPs table = full trace" if testing.has_cost_parts(space) else "FLOPs by full trace"
+        _passed(f"space {space.name}: attributes, supernet = extracted network, {maps}, {flops}")
+    if task is not None:
+        backbone = out_channels = None
+        if space is not None:
+            baseline = space.named.get(space.baseline_name or "", (0,) * len(space.choices))
+            backbone, out_channels = space.build_network(baseline), space.out_channels
+        testing.check_task(task, backbone=backbone, out_channels=out_channels)
+        on = f"{space.name}'s baseline network" if space is not None else "a tiny backbone"
+        _passed(f"task {task.name} ({task.kind}): batches, loss with gradient, evaluate's score, on {on}")
+    if strategy_name:
+        testing.check_strategy(registry.get("strategy", strategy_name))
+        _passed(f"strategy {strategy_name}: legal, new, constrained asks; finishes; replays exactly")
+
+
+def _passed(line: str) -> None:
+    print_(f"[green]✓[/green] {line}", soft_wrap=True)
+
+
 # --- data ---------------------------------------------------------------------------------------
 @cli.group()
 def data() -> None:

@@ -6,14 +6,24 @@ costs are exactly additive, so a ``CostTable`` holds the cost of every choice at
 traced alone at its input resolution) plus the fixed parts, and answers a query with one sum. A table is
 built once per (space, options, image size) and kept in memory and as JSON under the ``flops`` cache folder.
 Spaces that do not implement ``Space.cost_parts`` fall back to a full trace of ``build_network``.
+
+A cached table is only as good as its key. The key holds the space's name and options, the image size, the
+counting rules, the torch and fvcore versions and a hash of the source of every module the space's class
+can run: the modules defining it and its bases and, transitively, every module they import from the same
+distribution (a block in a helper module included). And a table read from disk is trusted only after one
+random architecture's cost matches a full trace of its network; otherwise it is rebuilt.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
-import inspect
+import importlib.util
 import json
 import os
+import random
+import sys
 import tempfile
 import warnings
 import weakref
@@ -91,6 +101,11 @@ class CostTable:
         A module yielded again with the same input shape is traced once (spaces share one module between
         identical positions); weak keys keep a freed module's id from aliasing a new one.
         """
+        with torch.random.fork_rng(devices=[]):  # building modules draws from the global generator
+            return cls._build(space, image_size)
+
+    @classmethod
+    def _build(cls, space: Space, image_size: int) -> CostTable:
         fixed_flops = fixed_params = 0
         flops: dict[int, dict[int, int]] = {}
         params: dict[int, dict[int, int]] = {}
@@ -146,22 +161,122 @@ _tables: dict[tuple[str, str, int], CostTable] = {}
 _traced: dict[tuple[tuple[str, str, int], Arch], Cost] = {}  # full-trace answers for spaces without cost_parts
 
 
+def _own_modules(space_cls: type) -> list[str]:
+    """Modules defining ``space_cls`` and its bases, less the standard library and ``nasengine.interfaces``
+    (the interface is covered by ``FORMAT``)."""
+    names = dict.fromkeys(cls.__module__ for cls in space_cls.__mro__)
+    return [n for n in names if n != "nasengine.interfaces" and n.partition(".")[0] not in sys.stdlib_module_names]
+
+
 def _source_fingerprint(space: Space) -> str:
-    """Hash of the source files defining the space's class and its bases, so editing a block rebuilds the table."""
+    """Hash of the source of every module the space's class can run (:func:`space_modules`), so editing a
+    block — in the space's file or a helper module it imports — rebuilds the table."""
     digest = hashlib.sha256()
     for cls in type(space).__mro__:
-        if cls.__module__ in ("builtins", "abc", "nasengine.interfaces"):
-            continue
+        if cls.__module__ in _own_modules(type(space)) and _module_file(cls.__module__) is None:
+            digest.update(cls.__qualname__.encode())  # classes defined interactively have no file
+    for name, path in sorted(space_modules(type(space)).items()):
+        digest.update(name.encode())
         try:
-            digest.update(Path(inspect.getfile(cls)).read_bytes())
-        except (TypeError, OSError):  # classes defined interactively have no file
-            digest.update(cls.__qualname__.encode())
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            digest.update(b"unreadable")
     return digest.hexdigest()[:16]
+
+
+def space_modules(space_cls: type) -> dict[str, str]:
+    """``{module name: file}`` of the modules defining ``space_cls`` and its bases, and of every module
+    they import — directly or through each other, imports inside functions included — from the same
+    distribution (the same top-level package when the module belongs to none).
+
+    Found by reading the sources (``ast``), not ``sys.modules``, so the answer does not depend on what the
+    process happened to import; an ``importlib.import_module`` call is not seen."""
+    found: dict[str, str] = {}
+    pending = [".".join(root.split(".")[:i]) for root in _own_modules(space_cls) for i in range(1, root.count(".") + 2)]
+    visited: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in visited:
+            continue
+        visited.add(name)
+        located = _module_file(name)
+        if located is None:
+            continue
+        path, is_package = located
+        found[name] = path
+        family = _family(name)
+        for imported in _imports(name, path, is_package):
+            if imported.partition(".")[0] in family and imported not in visited:
+                pending.append(imported)
+    return found
+
+
+def _module_file(name: str) -> tuple[str, bool] | None:
+    """``(file, is_package)`` of module ``name`` (imported or importable), or None when it has no file."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None) if module is not None else None
+    if path is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, AttributeError, ValueError):  # not a module (e.g. a class imported by name)
+            return None
+        path = spec.origin if spec is not None and spec.has_location else None
+    if not path or not os.path.isfile(path):
+        return None
+    return path, os.path.basename(path).startswith("__init__.")
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def _family(name: str) -> frozenset[str]:
+    """Top-level package names of the distribution(s) that ship module ``name`` (just its own when none)."""
+    top = name.partition(".")[0]
+    distributions = set(_distributions().get(top, ()))
+    tops = {t for t, owners in _distributions().items() if distributions & set(owners)}
+    return frozenset(tops | {top})
+
+
+def _imports(name: str, path: str, is_package: bool) -> set[str]:
+    """Absolute names of the modules (and candidate submodules) that module ``name``'s source imports."""
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    package = name if is_package else name.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                    if node.level else node.module or ""
+            except (ImportError, ValueError):
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    parents = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
+    return {n for n in names | parents if n}
 
 
 def _key(space: Space, image_size: int) -> dict[str, Any]:
     return {"space": space.name, "options": space.options(), "image_size": image_size,
-            "format": FORMAT, "counted": list(COUNTED_OPS)}
+            "format": FORMAT, "counted": list(COUNTED_OPS), "torch": torch.__version__, "fvcore": _fvcore_version()}
+
+
+@functools.cache
+def _fvcore_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fvcore")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def table_path(space: Space, image_size: int) -> Path:
@@ -184,7 +299,8 @@ def _memory_key(space: Space, image_size: int) -> tuple[str, str, int]:
 
 
 def cost_table(space: Space, image_size: int = 224) -> CostTable:
-    """The space's table: from memory, else from the disk cache, else built (and saved)."""
+    """The space's table: from memory, else from the disk cache (once one random architecture's cost matches a
+    full trace of its network), else built (and saved)."""
     memory_key = _memory_key(space, image_size)
     table = _tables.get(memory_key)
     if table is not None:
@@ -196,11 +312,27 @@ def cost_table(space: Space, image_size: int = 224) -> CostTable:
         table = CostTable.from_json(data) if data.get("key") == key else None
     except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: rebuild
         table = None
+    if table is not None and not agrees_with_trace(space, table, image_size):
+        table = None  # stale despite its key (e.g. code imported dynamically changed): rebuild
     if table is None:
         table = CostTable.build(space, image_size)
         _write_atomically({"key": key, **table.to_json()}, path)
     _tables[memory_key] = table
     return table
+
+
+def agrees_with_trace(space: Space, table: CostTable, image_size: int, arch: Arch | None = None) -> bool:
+    """Whether ``table`` gives ``arch`` (default: a random architecture) the cost of a full trace of its
+    network. Leaves the global random generators as they were."""
+    if arch is None:
+        arch = tuple(random.Random().randrange(n) for n in space.choices)
+    try:
+        expected = table.cost(arch)
+    except NasEngineError:  # the table does not even fit the space's positions
+        return False
+    with torch.random.fork_rng(devices=[]):
+        network = space.build_network(arch)
+    return expected == Cost(trace_flops(network, image_size), count_params(network))
 
 
 def _has_cost_parts(space: Space) -> bool:

@@ -4,6 +4,26 @@ A plugin subclasses one of these and is registered under the matching entry-poin
 (``nasengine.spaces``, ``nasengine.tasks``, ``nasengine.strategies``). The engine only ever talks to
 these methods, so a new space needs no strategy code and a new task needs no space code.
 
+The rules every plugin keeps are written on the classes below; in short:
+
+- **options**: a plugin's constructor keyword arguments are its options (``--space-option``, ``--task-option``,
+  ``search.strategy_options``); ``options()`` returns them so ``type(plugin)(**plugin.options())`` rebuilds it.
+- **feature maps**: a backbone (supernet or standalone network) returns a list with one ``(N, C, H, W)``
+  tensor per entry of the space's ``out_channels``, ``C`` equal to that entry; for detection exactly four,
+  at strides 4, 8, 16 and 32 (a 64-px input gives maps of 16, 8, 4 and 2 px).
+- **batches**: ``(images, targets)``, images first — a ``(N, C, H, W)`` tensor or a list of N ``(C, H, W)``
+  tensors — so ``len(batch[0])`` counts the images (BN recalibration and images/s rely on it).
+- **scores**: ``Task.evaluate`` returns a dict of floats with ``score``, higher is better.
+- **strategies**: every architecture ``ask`` returns is a sequence of ``len(choices)`` legal choice
+  indices, satisfies ``constraint``, and was never asked before; the sequence depends only on the seed
+  and the scores told. A strategy that cannot find a legal new architecture raises
+  ``nasengine.ConstraintUnsatisfiable``; a small space that is used up gives a short batch instead.
+
+The engine refuses a plugin that breaks them with a one-line ``NasEngineError`` naming it (every asked
+architecture is checked, and the run's space before any training), and ``nasengine.testing`` checks
+them in a plugin's own tests, one line each: ``check_space(MySpace())``, ``check_task(MyTask(...))``,
+``check_strategy(MyStrategy)`` — or ``nasengine check --space S --task T --strategy G``.
+
 Example — a space in a package of your own::
 
     class TinySpace(Space):
@@ -21,6 +41,13 @@ and in its ``pyproject.toml``::
 
     [project.entry-points."nasengine.spaces"]
     tiny = "my_package.tiny:TinySpace"
+
+and in its tests::
+
+    from nasengine.testing import check_space
+
+    def test_tiny_space_keeps_the_rules():
+        check_space(TinySpace())
 """
 
 from __future__ import annotations
@@ -42,7 +69,8 @@ class Supernet(nn.Module):
     """A module holding every candidate path; ``activate(arch)`` selects the one ``forward`` runs.
 
     ``forward(images)`` returns the backbone's feature maps (one per entry of the space's
-    ``out_channels``), so detection heads that call ``backbone(images)`` work unchanged.
+    ``out_channels``), so detection heads that call ``backbone(images)`` work unchanged. With the same
+    weights, the active path's outputs equal those of ``space.extract_network(supernet, arch)``.
     """
 
     arch: Arch | None = None
@@ -67,6 +95,21 @@ class Space(ABC):
 
     Constructor keyword arguments are the space's options (e.g. ``width``); ``options`` returns
     them so a run can be rebuilt from its config.
+
+    Attributes every space sets (``nasengine.testing.check_space`` checks them all):
+
+    - ``name``: the name it is registered under; ``description``: one line for ``nasengine list``.
+    - ``choices``: a tuple with the number of options (an int >= 1) of each searchable position; an
+      architecture is a tuple of one index ``0 <= arch[i] < choices[i]`` per position.
+    - ``out_channels``: the channels of each feature map the backbone returns, in order. Detection tasks
+      need four maps at strides 4, 8, 16 and 32 (C2–C5); classification heads use the last one.
+    - ``named``: a dict (``{}`` when there are none) of architectures by name, each legal; ``--arch``
+      accepts the names. ``baseline_name``, when set, is one of them (retrained beside the winner).
+    - ``default_flops_max``: the search's FLOPs limit when the user gives none.
+
+    The supernet's path and the standalone network of the same architecture are one network: the same
+    outputs for the same weights, and ``build_network(arch)`` has exactly the parameters and buffers (names
+    and shapes) that ``extract_network`` fills.
     """
 
     name: ClassVar[str]
@@ -78,7 +121,10 @@ class Space(ABC):
     default_flops_max: float = math.inf  # the search's FLOPs limit when none is given
 
     def options(self) -> dict[str, Any]:
-        """The keyword arguments that rebuild this space (part of every cache key)."""
+        """The keyword arguments that rebuild this space: ``type(space)(**space.options())`` is the same space.
+
+        Part of every cache key and of the run's config; plain TOML values only (str, int, float, bool,
+        lists and dicts of them)."""
         return {}
 
     @property
@@ -92,7 +138,9 @@ class Space(ABC):
 
     @abstractmethod
     def build_network(self, arch: Arch) -> nn.Module:
-        """A standalone backbone of just this path (same outputs as the supernet's forward)."""
+        """A standalone backbone of just this path (same outputs as the supernet's forward).
+
+        Its ``forward(images)`` returns the feature maps, one per ``out_channels`` entry (see the class)."""
 
     @abstractmethod
     def extract_network(self, supernet: Supernet, arch: Arch) -> nn.Module:
@@ -105,7 +153,8 @@ class Space(ABC):
         the fixed parts (stem, ...). The same module object yielded again with the same input shape is
         traced only once, so identical positions can share one module. A space that cannot be split this
         way leaves it unimplemented: FLOPs then come from a full trace of ``build_network`` (slower, and
-        the space's FLOPs range is unknown).
+        the space's FLOPs range is unknown). The parts must add up exactly to that full trace for every
+        architecture: yield each module ``build_network`` runs, with the input shape it gets there.
         """
         raise NotImplementedError
 
@@ -127,6 +176,19 @@ class Task(ABC):
 
     Splits: ``train`` (training), ``search`` (held out of train, scores candidates), ``test``
     (separate evaluation data), ``calib`` (a subset of train for BatchNorm recalibration).
+
+    The rules the engine relies on (``nasengine.testing.check_task`` checks them):
+
+    - ``kind`` is ``"detection"`` for tasks whose model takes the backbone's four feature maps (strides 4,
+      8, 16, 32), ``"classification"`` otherwise.
+    - A batch from ``loader`` is ``(images, targets)``, images first: a ``(N, C, H, W)`` tensor or a list
+      of N ``(C, H, W)`` tensors, with one target per image. The engine counts images as ``len(batch[0])``
+      (BN recalibration, images/s), so a dict or a batch with images elsewhere is counted wrong.
+    - ``loss`` in train mode returns a finite scalar tensor that back-propagates into the backbone.
+    - ``evaluate`` returns a dict of floats with ``score``, higher is better, and leaves the model in the
+      train/eval mode it found it in.
+    - Constructor keyword arguments are the options, returned by ``options``; nothing heavy (no data) is
+      read when the task is constructed.
     """
 
     name: ClassVar[str]
@@ -139,7 +201,7 @@ class Task(ABC):
     class_names: list[str]
 
     def options(self) -> dict[str, Any]:
-        """The keyword arguments that rebuild this task."""
+        """The keyword arguments that rebuild this task: ``type(task)(**task.options())`` is the same task."""
         return {}
 
     @abstractmethod
@@ -151,7 +213,7 @@ class Task(ABC):
         """The split's dataset, with training augmentation when ``train``."""
 
     def collate(self, batch: list) -> Any:
-        """How samples become a batch (detection tasks keep lists of images and targets)."""
+        """How samples become a batch, ``(images, targets)`` (detection tasks keep lists of both)."""
         return torch.utils.data.default_collate(batch)
 
     def loader(
@@ -182,11 +244,15 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        """Training loss of ``model`` (in train mode) on one batch, moved to the model's device."""
+        """Training loss of ``model`` (in train mode) on one batch, moved to the model's device.
+
+        A finite scalar tensor with a gradient; BN recalibration also calls it (without gradients)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        """Metrics of ``model`` on ``loader``; always includes ``score`` (higher is better)."""
+        """Metrics of ``model`` on ``loader`` as floats; always includes ``score`` (higher is better).
+
+        Runs in eval mode without gradients and gives the model back in the mode it came in."""
 
     def check_data(self) -> None:
         """Validate every split before any training: raise ``NasEngineError`` with one line naming the file
@@ -208,6 +274,26 @@ class Strategy(ABC):
     ``constraint(arch)`` says whether an architecture is legal (e.g. within the FLOPs limits).
     Every architecture ``ask`` returns is legal and never returned before; the choices depend only on
     ``seed`` and the scores told, so replaying a history reproduces a search exactly.
+
+    The rules (the engine checks the first three on every ask, and that an empty batch finishes the
+    strategy, with a one-line error naming it; ``nasengine.testing.check_strategy`` checks them all):
+
+    - an architecture is a tuple (or list) of ``len(choices)`` ints, ``0 <= arch[i] < choices[i]``;
+    - ``constraint(arch)`` is True for every architecture asked;
+    - no architecture is asked twice, in one batch or across batches;
+    - a fresh instance with the same ``seed``, told the same scores, asks the same sequence: draw from a
+      ``random.Random(seed)`` of its own, never from the global ``random`` or ``torch`` generators;
+    - ``finished`` becomes True once the budget is spent, or once an empty batch is told; ``budget``, when
+      set, is not exceeded;
+    - a small space that is used up gives a short (or empty) batch; when a legal new architecture cannot
+      be found otherwise, ``ask`` raises ``ConstraintUnsatisfiable`` (``nasengine.ConstraintUnsatisfiable``)
+      and the engine stops with the space's FLOPs range and the limits.
+
+    Constructor keyword arguments after ``seed`` are the strategy's options
+    (``search.strategy_options``); a preset's options reach it only when its signature names them (or
+    takes ``**params``), while options the user gives always do.
+    ``nasengine.strategies.sampling.BatchStrategy`` implements the
+    bookkeeping (legal, new, reproducible batches) for strategies that propose ``population`` at a time.
     """
 
     name: ClassVar[str]

@@ -4,19 +4,29 @@ A run that would fail late — an unknown strategy option, a FLOPs window outsid
 annotation file in the test split — fails here instead, in seconds, with one line naming the problem and
 the fix. The configuration's own types and ranges are checked when it is resolved (``config.check_types``
 and ``config.check_ranges``); this module checks what needs the plugins: they exist and accept their
-options, the FLOPs window meets the space, the distillation recipe has a teacher, and every split of every
-task the run uses reads and decodes (``Task.check_data``, cached by the tasks, so it is cheap to repeat).
+options, the FLOPs window meets the space, the distillation recipe has a teacher, the space keeps the rules
+of ``nasengine.interfaces`` (``nasengine.testing.check_space`` on one random path: supernet and extracted
+network agree, the feature maps are what ``out_channels`` says — four at strides 4/8/16/32 for a detection
+task — and the FLOPs table equals a full trace; about 0.5 s for ``shufflenet-small``, once per process), and
+every split of every task the run uses reads and decodes (``Task.check_data``, cached by the tasks, so it is
+cheap to repeat).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nasengine import registry
 from nasengine.errors import NasEngineError
+from nasengine.interfaces import Space
 
 if TYPE_CHECKING:
     from nasengine.engine import Run
+
+SPACE_CHECK = {"samples": 1, "image_size": 64}
+"""The cheap settings of the space check every run passes (``nasengine.testing.check_space``)."""
+
+_spaces_checked: set[tuple[Any, ...]] = set()
 
 
 def check_run(run: "Run") -> None:
@@ -25,6 +35,7 @@ def check_run(run: "Run") -> None:
 
     config = run.config
     space = run.space  # unknown spaces and bad space options fail here
+    check_space_once(space, detection=run.task.kind == "detection", flops_image_size=config.search.flops_image_size)
     flops_constraint(space, config.search)  # the FLOPs window meets the space's range
     registry.create("strategy", config.search.strategy, choices=space.choices, constraint=lambda arch: True,
                     seed=config.seed, **config.search.strategy_options)
@@ -37,3 +48,14 @@ def check_run(run: "Run") -> None:
         tasks.append(run.pretrain_task)
     for task in tasks:
         task.check_data()
+
+
+def check_space_once(space: Space, *, detection: bool, flops_image_size: int) -> None:
+    """``nasengine.testing.check_space`` with the cheap settings, at most once per process for each space,
+    options and kind of task (a passed check is remembered; a failed one is repeated)."""
+    from nasengine.testing import check_space
+
+    key = (type(space), repr(sorted(space.options().items())), detection, flops_image_size)
+    if key not in _spaces_checked:
+        check_space(space, detection=detection, flops_image_size=flops_image_size, **SPACE_CHECK)
+        _spaces_checked.add(key)

@@ -6,11 +6,18 @@ most once (the history is the cache), and a resumed search replays the history t
 strategy with the same seed, reproducing the same sequence of proposals. Under DDP the candidates of
 each round are shared out across ranks and their results gathered, so every rank tells the strategy
 the same scores.
+
+What a strategy asks for is checked before anything is evaluated (``check_asked``): every architecture
+must be legal, inside the FLOPs constraint and not asked before in this search, or the search stops with
+one line naming the strategy. (A resumed search's fresh strategy asks the history's architectures again,
+by design: they are replayed, not re-evaluated, so "before" means earlier in this process.)
 """
 
 from __future__ import annotations
 
+import numbers
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +67,48 @@ def flops_constraint(space: Space, search: SearchConfig):
     return legal
 
 
+def check_asked(
+    strategy: str, candidates: Any, choices: Sequence[int], constraint: Callable[[Arch], bool], asked: set[Arch],
+    constraint_text: str = "the constraint",
+) -> list[Arch]:
+    """``candidates`` (what ``strategy``'s ``ask`` returned) as tuples, once each is checked: a sequence of
+    ``len(choices)`` ints in range, ``constraint(arch)`` True, and neither in ``asked`` nor twice in the batch.
+    The first that is not gives a one-line NasEngineError naming the strategy."""
+    if not isinstance(candidates, (list, tuple)):
+        raise NasEngineError(f"strategy {strategy!r}: ask() returned a {type(candidates).__name__}, not a list of "
+                             "architectures; return a list (empty when nothing is left)")
+    batch: list[Arch] = []
+    for candidate in candidates:
+        arch = _legal_arch(strategy, candidate, choices)
+        if arch in asked or arch in batch:
+            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)} twice; a strategy must never "
+                                 "propose an architecture it proposed before (keep a set of everything asked)")
+        if not constraint(arch):
+            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, which breaks "
+                                 f"{constraint_text}; a strategy must only propose archs for which constraint(arch) "
+                                 "is True")
+        batch.append(arch)
+    return batch
+
+
+def _legal_arch(strategy: str, candidate: Any, choices: Sequence[int]) -> Arch:
+    """``candidate`` as a tuple if it is a list or tuple of ``len(choices)`` ints in range; else a one-line error."""
+    fix = "an architecture is a tuple of one choice index per position, 0 <= arch[i] < choices[i]"
+    if not isinstance(candidate, (list, tuple)) or not all(
+        isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in candidate
+    ):
+        raise NasEngineError(f"strategy {strategy!r} asked for {candidate!r}, which is not a tuple of ints; {fix}")
+    arch = tuple(int(c) for c in candidate)
+    if len(arch) != len(choices):
+        raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, {len(arch)} positions where the "
+                             f"space has {len(choices)}; {fix}")
+    for position, (choice, count) in enumerate(zip(arch, choices)):
+        if not 0 <= choice < count:
+            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, whose choice {choice} at "
+                                 f"position {position} is outside 0..{count - 1}; {fix}")
+    return arch
+
+
 def evaluate_candidate(
     arch: Arch, supernet: Supernet, model: nn.Module, task: Task, calib_loader, search_loader, seed: int
 ) -> dict[str, Any]:
@@ -100,6 +149,7 @@ def run_search(
     calib_loader = task.loader("calib", train=False, batch_size=search.batch_size)
     search_loader = task.loader("search", train=False, batch_size=search.batch_size)
     asked: list[Arch] = []
+    limits = f"the FLOPs constraint [{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
     generation = 0
     with console.progress(strategy.budget or 0, f"search ({search.strategy})", log_every=1) as bar:
         while not strategy.finished:
@@ -110,6 +160,7 @@ def run_search(
                     f"{exc}; {space.name} spans {_range_text(space, search.flops_image_size)}, the limits are "
                     f"[{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
                 ) from None
+            candidates = check_asked(search.strategy, candidates, space.choices, constraint, set(asked), limits)
             pending = [arch for arch in candidates if arch not in history]
             for start in range(0, len(pending), distributed.world_size()):
                 chunk = pending[start : start + distributed.world_size()]
@@ -129,6 +180,9 @@ def run_search(
                     bar.update(len(asked) + len(candidates) - len(pending) + start + len(chunk),
                                best=f"{best['score']:.4g}", last=f"{record['score']:.4g}")
             strategy.tell([(arch, history[arch]["score"]) for arch in candidates])
+            if not candidates and not strategy.finished:
+                raise NasEngineError(f"strategy {search.strategy!r} asked for no candidates but is not finished; "
+                                     "a strategy must be finished once an empty batch is told")
             asked.extend(candidates)
             generation += 1
             bar.update(len(asked), best=f"{max(history[a]['score'] for a in asked):.4g}")
