@@ -24,7 +24,11 @@ print_ = out.console.print
 
 
 def _space(name: str, options: tuple[str, ...]):
-    return registry.create("space", name, **parse_pairs(options, "--space-option"))
+    from nasengine.testing import check_space_attributes
+
+    space = registry.create("space", name, **parse_pairs(options, "--space-option"))
+    check_space_attributes(space)  # a plugin without `named` (say) is one line, not an AttributeError
+    return space
 
 
 def _task(name: str, data_root: str | None, options: tuple[str, ...]):

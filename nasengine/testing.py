@@ -33,7 +33,7 @@ from nasengine.arch import format_arch
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Space, Strategy, Task
 
-__all__ = ["STRIDES", "TinyBackbone", "check_space", "check_strategy", "check_task", "fake_constraint", "fake_score",
+__all__ = ["STRIDES", "TinyBackbone", "check_space", "check_space_attributes", "check_strategy", "check_task", "fake_constraint", "fake_score",
            "has_cost_parts", "sample_archs"]
 
 STRIDES = (4, 8, 16, 32)
@@ -110,6 +110,12 @@ def _check_space_attributes(space: Space, who: str) -> None:
     if baseline is not None and baseline not in space.named:
         raise NasEngineError(f"{who}: baseline_name {baseline!r} is not in named; add it to named or set "
                              "baseline_name = None")
+
+
+def check_space_attributes(space: Space) -> None:
+    """The cheap part of :func:`check_space`: name, ``choices``, ``out_channels``, ``named`` and
+    ``baseline_name`` are what the engine expects (no network is built)."""
+    _check_space_attributes(space, _space_label(space))
 
 
 def _check_options(plugin: Space | Task, who: str) -> None:

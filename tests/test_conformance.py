@@ -640,3 +640,12 @@ def test_a_stale_table_on_disk_is_caught_by_its_trace_check_and_rebuilt(tmp_path
     monkeypatch.setattr(flops, "trace_flops", lambda module, size: traced.append(size) or trace_flops(module, size))
     assert cost_table(space, 32).to_json() == right  # a good table is read back after one full trace
     assert traced == [32]
+
+
+@pytest.mark.parametrize("command", [["space", "conformance-no-named"],
+                                     ["flops", "--space", "conformance-no-named", "--arch", "0,0,0,0"]])
+def test_space_and_flops_commands_refuse_a_space_without_named_in_one_line(command, monkeypatch):
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda kind, name: NoNamed if name == NoNamed.name else real_get(kind, name))
+    with pytest.raises(NasEngineError, match="space 'conformance-no-named' has no named; set named = {}"):
+        cli.main(command, standalone_mode=False)

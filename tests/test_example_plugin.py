@@ -50,3 +50,11 @@ def test_smoke_run_searches_the_plugin_space(plugin_env, tmp_path):
     assert all(len(r["arch"]) == 4 for r in history)
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert set(summary["retrain"]) == {"best", "all-3x3"}
+
+
+def test_the_plugins_own_conformance_tests_pass(plugin_env, tmp_path):
+    """The example's tests use nasengine.testing as a third-party author would; they must pass as shipped."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                            capture_output=True, text=True, env=plugin_env, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout
