@@ -74,9 +74,11 @@ def list_plugins() -> None:
 @space_option
 def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_options: tuple[str, ...]) -> None:
     """FLOPs (multiply-accumulates of the backbone, via fvcore) and parameters of one architecture."""
+    from nasengine.flops import cost_of
+
     space = _space(space_name, space_options)
     parsed = parse_arch(arch, space.choices, space.named)
-    count, params = space.flops(parsed, image_size), space.params(parsed)
+    count, params = cost_of(space, parsed, image_size).flops, cost_of(space, parsed).params
     if as_json:
         click.echo(json.dumps({"flops": count, "params": params}))
         return
@@ -92,6 +94,7 @@ def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_opti
 @space_option
 def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
     """Positions, choices, size, FLOPs range and named architectures of a space."""
+    from nasengine.flops import cost_of
     from nasengine.search import known_flops_range
 
     space = _space(name, space_options)
@@ -113,7 +116,7 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
     table.add_column("architecture")
     table.add_column("FLOPs", justify="right")
     for arch_name, arch in space.named.items():
-        table.add_row(arch_name, compact_arch(arch), f"{space.flops(arch, image_size):,}")
+        table.add_row(arch_name, compact_arch(arch), f"{cost_of(space, arch, image_size).flops:,}")
     print_(table)
 
 
@@ -309,7 +312,7 @@ def _phase_command(phase: str, help_text: str):
             run_.retrain(parsed)
             from nasengine.report import write_report
 
-            write_report(run_)
+            write_report(run_.dir, run_.config.search.flops_max)
         else:
             getattr(run_, phase)()
 
@@ -355,7 +358,7 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
 
     options = budget_matched_options(run_.space.choices, run_.config.search, strategy, budget_like, run_.config.seed)
     run_.search(strategy, options)
-    write_report(run_)  # draws report/search_vs_random.png
+    write_report(run_.dir, run_.config.search.flops_max)  # draws report/search_vs_random.png
     if not distributed.is_main():
         return
     plot = run_.dir / "report" / f"search_vs_{strategy}.png"

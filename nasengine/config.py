@@ -43,6 +43,28 @@ class Schedule:
     distill_lr: float = 0.003
 
 
+def check_schedule_scale(scale: float) -> float:
+    """``scale`` as a float if it is in (0, 1]; else a one-line :class:`NasEngineError`."""
+    scale = float(scale)
+    if not (math.isfinite(scale) and 0.0 < scale <= 1.0):
+        raise NasEngineError(f"--schedule-scale must be in (0, 1] (a fraction of the run's iterations), not {scale}")
+    return scale
+
+
+def scale_schedule(schedule: Schedule, scale: float) -> Schedule:
+    """``schedule`` with ``scale`` times its iterations (rounded, at least 1) and warm-up (rounded).
+
+    Milestones are fractions of the iterations, so a step schedule keeps its shape; ``scale`` 1.0 returns
+    ``schedule`` itself.
+    """
+    scale = check_schedule_scale(scale)
+    if scale == 1.0:
+        return schedule
+    iterations = max(1, int(schedule.iterations * scale + 0.5))
+    warmup = min(iterations, int(schedule.warmup_iterations * scale + 0.5))
+    return dataclasses.replace(schedule, iterations=iterations, warmup_iterations=warmup)
+
+
 @dataclass
 class SearchConfig:
     strategy: str = "evolution"

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler
 
 
 def is_distributed() -> bool:
@@ -46,13 +45,6 @@ def setup() -> torch.device:
 def teardown() -> None:
     if is_distributed():
         dist.destroy_process_group()
-
-
-def train_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
-    """A sampler that shards ``data`` across ranks, or None outside DDP."""
-    if not is_distributed():
-        return None
-    return DistributedSampler(data, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
 
 
 def barrier() -> None:

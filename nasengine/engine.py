@@ -24,11 +24,13 @@ from nasengine import console, distributed, registry
 from nasengine.arch import format_arch
 from nasengine.checkpoint import (load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint,
                                   verify_checkpoint, write_json)
-from nasengine.config import PHASES, RunConfig
+from nasengine.config import PHASES, RunConfig, scale_schedule
 from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
+from nasengine.flops import cost_of
 from nasengine.interfaces import Arch, Space, Task
 from nasengine.preflight import check_run
+from nasengine.report import write_report
 from nasengine.run_lock import RunLock
 from nasengine.search import run_search
 from nasengine.sampling import paths_for
@@ -353,8 +355,6 @@ class Run:
         ``schedule_scale`` (0 < s <= 1) shortens both schedules to that fraction of their iterations
         (at least one; milestones are fractions, so they follow), as ``nasengine rank-check`` does.
         """
-        from nasengine.rank_check import scale_schedule
-
         result_path = out_dir / "test.json"
         if result_path.exists():
             return read_json(result_path)
@@ -383,8 +383,8 @@ class Run:
         result = {
             "arch": list(arch),
             "arch_text": format_arch(arch),
-            "flops": self.space.flops(arch, self.config.search.flops_image_size),
-            "params": self.space.params(arch),
+            "flops": cost_of(self.space, arch, self.config.search.flops_image_size).flops,
+            "params": cost_of(self.space, arch).params,
             "test": {k: float(v) for k, v in metrics.items()},
         }
         if distributed.is_main():
@@ -407,14 +407,12 @@ class Run:
 
     def run_all(self, arch: Arch | None = None) -> dict[str, Any]:
         """Every phase in order (the search is skipped when ``arch`` is given)."""
-        from nasengine.report import write_report
-
         self.pretrain()
         if arch is None:
             self.finetune()
             self.search()
         self.retrain(arch)
-        return write_report(self)
+        return write_report(self.dir, self.config.search.flops_max)
 
     def _checkpoint(self, phase: str, name: str) -> dict[str, Any]:
         if not self.done(phase):

@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 Arch = tuple[int, ...]
 """One choice index per searchable position, e.g. 20 ints in 0..3."""
@@ -106,6 +106,10 @@ class Space(ABC):
     - ``named``: a dict (``{}`` when there are none) of architectures by name, each legal; ``--arch``
       accepts the names. ``baseline_name``, when set, is one of them (retrained beside the winner).
     - ``default_flops_max``: the search's FLOPs limit when the user gives none.
+
+    The core counts an architecture's FLOPs and parameters (``nasengine.flops.cost_of(space, arch,
+    image_size)``: a lookup table from ``cost_parts``, else a full trace of ``build_network``); a space
+    never counts them itself, so this contract depends on nothing above it.
 
     The supernet's path and the standalone network of the same architecture are one network: the same
     outputs for the same weights, and ``build_network(arch)`` has exactly the parameters and buffers (names
@@ -157,18 +161,6 @@ class Space(ABC):
         architecture: yield each module ``build_network`` runs, with the input shape it gets there.
         """
         raise NotImplementedError
-
-    def flops(self, arch: Arch, image_size: int = 224) -> int:
-        """Backbone multiply-accumulates at ``image_size`` (convolutions and linear layers)."""
-        from nasengine.flops import cost_of
-
-        return cost_of(self, arch, image_size).flops
-
-    def params(self, arch: Arch) -> int:
-        """Parameters of the standalone backbone ``build_network(arch)``."""
-        from nasengine.flops import cost_of
-
-        return cost_of(self, arch, 224).params
 
 
 class Task(ABC):
@@ -226,10 +218,8 @@ class Task(ABC):
         num_workers: int = 0,
     ) -> DataLoader:
         """A DataLoader for ``split``; shuffled (and sharded across ranks under DDP) when ``train``."""
-        from nasengine import distributed
-
         data = self.dataset(split, train=train)
-        sampler = distributed.train_sampler(data, seed=seed) if train else None
+        sampler = _shard_sampler(data, seed) if train else None
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(
             data,
@@ -319,3 +309,11 @@ class Strategy(ABC):
     def tell(self, results: list[tuple[Arch, float]]) -> None:
         """Scores (higher is better; NaN ranks last) of candidates from the last ``ask``, in any order and
         possibly over several calls; the engine tells every candidate before asking again."""
+
+
+def _shard_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
+    """A shuffling sampler that shards ``data`` across the ranks of a DDP process group, or None outside one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    return DistributedSampler(data, num_replicas=torch.distributed.get_world_size(),
+                              rank=torch.distributed.get_rank(), shuffle=True, seed=seed)

@@ -14,14 +14,12 @@ cheap to repeat).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nasengine import registry
+from nasengine.config import RunConfig
 from nasengine.errors import NasEngineError
-from nasengine.interfaces import Space
-
-if TYPE_CHECKING:
-    from nasengine.engine import Run
+from nasengine.interfaces import Space, Task
 
 SPACE_CHECK = {"samples": 1, "image_size": 64}
 """The cheap settings of the space check every run passes (``nasengine.testing.check_space``)."""
@@ -29,7 +27,21 @@ SPACE_CHECK = {"samples": 1, "image_size": 64}
 _spaces_checked: set[tuple[Any, ...]] = set()
 
 
-def check_run(run: "Run") -> None:
+class Checked(Protocol):
+    """What the check needs of a run (``nasengine.engine.Run`` has it): its config and its plugins, the
+    pre-training task built only when the run uses it."""
+
+    @property
+    def config(self) -> RunConfig: ...
+    @property
+    def space(self) -> Space: ...
+    @property
+    def task(self) -> Task: ...
+    @property
+    def pretrain_task(self) -> Task: ...
+
+
+def check_run(run: Checked) -> None:
     """Raise ``NasEngineError`` for the first problem that would stop ``run`` later; return when it can run."""
     from nasengine.search import flops_constraint
 

@@ -8,7 +8,7 @@ search on the same supernet, ``search_vs_random.png`` (see :mod:`nasengine.searc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
@@ -16,9 +16,6 @@ from nasengine import console, distributed
 from nasengine.checkpoint import read_json, write_json
 from nasengine.history import read_history
 from nasengine.search_compare import plot_comparison, search_comparison
-
-if TYPE_CHECKING:
-    from nasengine.engine import Run
 
 
 def collect(directory: Path) -> dict[str, Any]:
@@ -45,16 +42,18 @@ def collect(directory: Path) -> dict[str, Any]:
     return summary
 
 
-def write_report(run: "Run") -> dict[str, Any]:
-    summary = collect(run.dir)
+def write_report(directory: Path, flops_max: float | None) -> dict[str, Any]:
+    """``report/summary.json``, the plots and the summary table of the run in ``directory``; ``flops_max`` is
+    the search's FLOPs limit, drawn on the FLOPs–score plot."""
+    summary = collect(directory)
     if distributed.is_main():
-        out = run.dir / "report"
+        out = directory / "report"
         write_json(summary, out / "summary.json")
-        history = read_history(run.dir / "search" / "history.jsonl")
+        history = read_history(directory / "search" / "history.jsonl")
         if history:
-            plot_search(history, out, run.config.search.flops_max)
-        plot_comparison(run.dir, out)  # search_vs_random.png, when search-random/ has candidates
-        console.console.print(summary_table(run.dir, summary))
+            plot_search(history, out, flops_max)
+        plot_comparison(directory, out)  # search_vs_random.png, when search-random/ has candidates
+        console.console.print(summary_table(directory, summary))
     return summary
 
 

@@ -31,7 +31,7 @@ from nasengine.bn_calibration import recalibrate_bn
 from nasengine.checkpoint import write_json
 from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
-from nasengine.flops import flops_range
+from nasengine.flops import cost_of, flops_range
 from nasengine.history import History
 from nasengine.interfaces import Arch, Space, Supernet, Task
 
@@ -62,7 +62,7 @@ def flops_constraint(space: Space, search: SearchConfig):
         )
 
     def legal(arch: Arch) -> bool:
-        return limit_min <= space.flops(arch, search.flops_image_size) <= limit_max
+        return limit_min <= cost_of(space, arch, search.flops_image_size).flops <= limit_max
 
     return legal
 
@@ -167,8 +167,8 @@ def run_search(
                 for arch, result in _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, seed):
                     record = {
                         "arch": list(arch),
-                        "flops": space.flops(arch, search.flops_image_size),
-                        "params": space.params(arch),
+                        "flops": cost_of(space, arch, search.flops_image_size).flops,
+                        "params": cost_of(space, arch).params,
                         **result,
                         "generation": generation,
                     }

@@ -28,7 +28,7 @@ from nasengine import flops, registry
 from nasengine.cli import cli
 from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
-from nasengine.flops import CostTable, cost_table, count_params, trace_flops
+from nasengine.flops import CostTable, cost_of, cost_table, count_params, trace_flops
 from nasengine.interfaces import Arch, Space, Strategy, Supernet, Task
 from nasengine.search import run_search
 from nasengine.tasks import embedded_detection
@@ -606,7 +606,7 @@ def test_a_changed_helper_module_rebuilds_the_table(tmp_path, monkeypatch):
         assert set(flops.space_modules(type(space))) == {"conformance_helper", "conformance_helper.space",
                                                           "conformance_helper.blocks"}
         before = flops.table_path(space, 16)
-        assert space.flops((1, 1), 16) == trace_flops(space.build_network((1, 1)), 16)
+        assert cost_of(space, (1, 1), 16).flops == trace_flops(space.build_network((1, 1)), 16)
 
         wider = HELPER_BLOCKS.replace("nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False)",
                                       "nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False), "
@@ -616,7 +616,7 @@ def test_a_changed_helper_module_rebuilds_the_table(tmp_path, monkeypatch):
         flops._tables.clear()
         assert flops.table_path(space, 16) != before
         network = space.build_network((1, 1))
-        assert space.flops((1, 1), 16) == trace_flops(network, 16) and space.params((1, 1)) == count_params(network)
+        assert cost_of(space, (1, 1), 16).flops == trace_flops(network, 16) and cost_of(space, (1, 1)).params == count_params(network)
     finally:
         for name in [n for n in sys.modules if n.startswith("conformance_helper")]:
             del sys.modules[name]

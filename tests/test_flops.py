@@ -133,8 +133,8 @@ def test_published_backbones_have_the_papers_macs_by_table_and_by_trace():
     assert large.named["detnasnet"] == DETNASNET
     for space, arch, macs in ((small, COCO_FPN_300M, 288_082_368), (large, DETNASNET, 1_269_181_536)):
         network = space.build_network(arch)
-        assert space.flops(arch) == trace_flops(network, 224) == macs
-        assert space.params(arch) == count_params(network)
+        assert cost_of(space, arch).flops == trace_flops(network, 224) == macs
+        assert cost_of(space, arch).params == count_params(network)
 
 
 @pytest.mark.parametrize("space, archs", [
@@ -159,7 +159,7 @@ def test_flops_range_is_spanned_by_the_per_position_cheapest_and_dearest_picks()
     low, high = flops_range(space, 224)
     assert low == trace_flops(space.build_network(cheapest), 224)
     assert high == trace_flops(space.build_network(dearest), 224)
-    assert all(low < space.flops(arch) < high for arch in random_archs(space, 500, seed=1))
+    assert all(low < cost_of(space, arch).flops < high for arch in random_archs(space, 500, seed=1))
 
 
 def test_every_toy_arch_matches_its_trace_and_the_range_is_exact():
@@ -176,9 +176,9 @@ def test_every_toy_arch_matches_its_trace_and_the_range_is_exact():
 def test_another_image_size_gets_its_own_matching_count():
     space = ShuffleNetSmall()
     network = space.build_network(COCO_FPN_300M)
-    at_97 = space.flops(COCO_FPN_300M, 97)  # odd: every stride-2 layer rounds up
+    at_97 = cost_of(space, COCO_FPN_300M, 97).flops  # odd: every stride-2 layer rounds up
     assert at_97 == trace_flops(network, 97)
-    assert at_97 != space.flops(COCO_FPN_300M, 224)
+    assert at_97 != cost_of(space, COCO_FPN_300M, 224).flops
     assert flops_range(space, 97) != flops_range(space, 224)
     assert flops.table_path(space, 97) != flops.table_path(space, 224)
 
@@ -202,7 +202,7 @@ def test_table_is_cached_on_disk_and_read_back_with_one_check_trace(private_cach
     second = cost_table(space, 32)
     assert len(traced) == 1  # one full-network check of a random arch, not a rebuild of the table's parts
     assert second is not first and second.to_json() == first.to_json()
-    assert space.flops(COCO_FPN_300M, 32) == first.cost(COCO_FPN_300M).flops
+    assert cost_of(space, COCO_FPN_300M, 32).flops == first.cost(COCO_FPN_300M).flops
     assert cost_table(space, 32) is second  # then from memory
 
 
@@ -222,7 +222,7 @@ def test_space_without_cost_parts_falls_back_to_a_full_trace(private_cache, monk
     arch = (1, 2, 0)
     network = space.build_network(arch)
     assert cost_of(space, arch, 12) == Cost(toy_macs(arch, 12), count_params(network))
-    assert space.flops(arch, 224) == toy_macs(arch, 224)
+    assert cost_of(space, arch, 224).flops == toy_macs(arch, 224)
     assert not private_cache.exists() or not any(private_cache.iterdir())  # no table was built
     with pytest.raises(NasEngineError, match="does not implement cost_parts"):
         flops_range(space, 12)

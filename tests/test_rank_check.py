@@ -19,8 +19,8 @@ from nasengine.engine import Run
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
 from nasengine.report import collect
-from nasengine.rank_check import (candidate_dir, describe, plot_rank_check, rank_statistics, ranks, scale_schedule,
-                                  select_candidates)
+from nasengine.config import scale_schedule
+from nasengine.rank_check import candidate_dir, describe, plot_rank_check, rank_statistics, ranks, select_candidates
 
 
 def invoke(*args):
