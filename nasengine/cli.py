@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from nasengine import console as out
-from nasengine import registry
+from nasengine import defaults, registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
 from nasengine.config import PHASES
 from nasengine.errors import NasEngineError
@@ -214,17 +214,24 @@ def _check_split(task, split: str) -> None:
 
 
 # --- the protocol -------------------------------------------------------------------------------
+def _presets_help() -> str:
+    """``paper, demo (default) or smoke``, from the presets table."""
+    names = [f"{name} (default)" if name == defaults.DEFAULT_PRESET else name for name in defaults.PRESETS]
+    return (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]) + "."
+
+
 def _run_options(function):
     options = [
-        click.option("--space", "space", default=None, help="Search space [default: shufflenet-small]."),
-        click.option("--task", "task", default=None, help="Detection task to search for [default: coco-fpn]."),
-        click.option("--strategy", default=None, help="Search strategy [default: evolution]."),
-        click.option("--pretrain-task", default=None, help="Classification task for supernet pre-training."),
+        click.option("--space", "space", default=None, help=f"Search space [default: {defaults.DEFAULT_SPACE}]."),
+        click.option("--task", "task", default=None, help=f"Detection task to search for [default: {defaults.DEFAULT_TASK}]."),
+        click.option("--strategy", default=None, help=f"Search strategy [default: {defaults.DEFAULT_STRATEGY}]."),
+        click.option("--pretrain-task", default=None,
+                     help=f"Classification task for supernet pre-training [default: {defaults.DEFAULT_PRETRAIN_TASK}]."),
         click.option("--data-root", default=None, help="Detection data folder (default: embedded data)."),
         click.option("--pretrain-data-root", default=None, help="Pre-training data folder."),
-        click.option("--flops-max", type=float, default=None, help="Max backbone MACs at 224px [default: 300e6 for shufflenet-small]."),
+        click.option("--flops-max", type=float, default=None, help="Max backbone MACs at 224px [default: the space's default_flops_max]."),
         click.option("--flops-min", type=float, default=None, help="Min backbone MACs at 224px [default: 0]."),
-        click.option("--preset", default=None, help="paper, demo (default) or smoke."),
+        click.option("--preset", default=None, help=_presets_help()),
         click.option("--config", "config_file", default=None, type=click.Path(), help="TOML file with any config values."),
         click.option("--seed", type=int, default=None, help="Seed of everything random [default: 0]."),
         click.option("--no-pretrain", is_flag=True, default=False, help="DetNAS-scratch: no pre-training, 2x fine-tuning."),
@@ -330,10 +337,10 @@ _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture al
 @cli.command("search")
 @click.argument("run_dir", type=click.Path())
 @click.option("--strategy", default=None,
-              help="A second search with this strategy (e.g. random) on the same trained supernet, into "
+              help=f"A second search with this strategy (e.g. {defaults.RANDOM_STRATEGY}) on the same trained supernet, into "
                    "RUN_DIR/search-<strategy>/; the run's own search/ is left alone. Needs --budget-like.")
 @click.option("--budget-like", default=None, metavar="STRATEGY",
-              help="Give --strategy as many candidates as the run's own STRATEGY search (e.g. evolution).")
+              help=f"Give --strategy as many candidates as the run's own STRATEGY search (e.g. {defaults.DEFAULT_STRATEGY}).")
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: bool) -> None:
     """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
@@ -345,7 +352,8 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
     run_.claim()
     if strategy is None:
         if budget_like is not None:
-            raise NasEngineError("--budget-like sizes a second search; give it with --strategy (e.g. --strategy random)")
+            raise NasEngineError(f"--budget-like sizes a second search; give it with --strategy (e.g. --strategy "
+                                 f"{defaults.RANDOM_STRATEGY})")
         run_.search()
         return
     if budget_like is None:

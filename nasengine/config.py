@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasengine.defaults import (DEFAULT_PRESET, DEFAULT_PRETRAIN_TASK, DEFAULT_SPACE, DEFAULT_STRATEGY, DEFAULT_TASK,
+                                 PRESETS)
 from nasengine.errors import NasEngineError
 
 
@@ -67,10 +69,10 @@ def scale_schedule(schedule: Schedule, scale: float) -> Schedule:
 
 @dataclass
 class SearchConfig:
-    strategy: str = "evolution"
+    strategy: str = DEFAULT_STRATEGY
     strategy_options: dict[str, Any] = field(default_factory=dict)
     flops_min: float = 0.0
-    flops_max: float | None = None  # None: the space's ``default_flops_max`` (300M for shufflenet-small)
+    flops_max: float | None = None  # None: the space's ``default_flops_max``
     flops_image_size: int = 224
     batch_size: int = 16  # evaluation batch for calibration and scoring
     on: str = "detection"  # "classification" searches on the pre-training task (ClsNASNet)
@@ -78,11 +80,11 @@ class SearchConfig:
 
 @dataclass
 class RunConfig:
-    space: str = "shufflenet-small"
+    space: str = DEFAULT_SPACE
     space_options: dict[str, Any] = field(default_factory=dict)
-    task: str = "coco-fpn"
+    task: str = DEFAULT_TASK
     task_options: dict[str, Any] = field(default_factory=dict)
-    pretrain_task: str = "fashion-mnist"
+    pretrain_task: str = DEFAULT_PRETRAIN_TASK
     pretrain_task_options: dict[str, Any] = field(default_factory=dict)
     pretrain: bool = True  # False: DetNAS-scratch (no pre-training, fine-tuning twice as long)
     pretrain_schedule: Schedule = field(default_factory=lambda: Schedule(iterations=100, batch_size=64))
@@ -92,50 +94,10 @@ class RunConfig:
     seed: int = 0
     channels_last: bool = True
     data_workers: int = 0  # DataLoader worker processes for training (raise it for JPEG datasets like ImageNet)
-    preset: str = "demo"
+    preset: str = DEFAULT_PRESET
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's schedules and search settings (DESIGN.md §5). Fine-tuning length is set per dataset below.
-    "paper": {
-        "pretrain_task": "imagenet",
-        "pretrain_schedule": {"iterations": 300_000, "batch_size": 1024, "lr": 0.5, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "checkpoint_every": 5000, "sampling": "uniform"},
-        "finetune_schedule": {"iterations": 90_000, "batch_size": 16, "weight_decay": 1e-4,
-                              "lr_schedule": "step", "milestones": [60_000 / 90_000, 80_000 / 90_000],
-                              "warmup_iterations": 500, "checkpoint_every": 5000},
-        "search": {"strategy_options": {"population": 50, "top_k": 10, "generations": 20}},
-    },
-    # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
-    "demo": {
-        "pretrain_task": "fashion-mnist",
-        # 300 search images and 256 calibration images: with 100 and 64 a candidate's score moved by 0.65x the
-        # spread of the candidates' scores when only the calibration subset changed; with these, 0.16x.
-        "task_options": {"search_size": 300, "calib_size": 256},
-        # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
-        # distills every choice from the trained baseline for half the iterations, then samples uniformly.
-        "pretrain_schedule": {"iterations": 1000, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
-                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 200,
-                              "sampling": "distill", "distill_fraction": 0.4},
-        "finetune_schedule": {"iterations": 900, "batch_size": 8, "lr": 0.04, "weight_decay": 1e-4,
-                              "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 20,
-                              "checkpoint_every": 100},
-        "search": {"batch_size": 16, "strategy_options": {"population": 8, "top_k": 3, "generations": 3}},
-    },
-    # Well under a minute: for tests.
-    "smoke": {
-        "pretrain_task": "fashion-mnist",
-        "pretrain_task_options": {"search_size": 64, "calib_size": 16, "test_size": 64},
-        "task_options": {"search_size": 6, "calib_size": 4, "test_size": 6},
-        "pretrain_schedule": {"iterations": 4, "batch_size": 8, "lr": 0.05, "checkpoint_every": 2},
-        "finetune_schedule": {"iterations": 3, "batch_size": 2, "lr": 0.01, "weight_decay": 1e-4,
-                              "lr_schedule": "step", "milestones": [0.5], "checkpoint_every": 2},
-        "search": {"batch_size": 4, "strategy_options": {"population": 4, "top_k": 2, "generations": 2}},
-    },
-}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +137,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise NasEngineError(f"incomplete config section {where or 'top level'}: {exc}") from None
 
 
-def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def resolve(preset: str = DEFAULT_PRESET, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """The configuration from a preset, an optional TOML file and CLI overrides (nested dicts)."""
     data: dict[str, Any] = {}
     if file is not None:
@@ -188,13 +150,15 @@ def resolve(preset: str = "demo", file: str | Path | None = None, overrides: dic
     defaults = RunConfig().to_dict()
     explicit = _merge(data, overrides or {})
     preset_values = copy.deepcopy(PRESETS[preset])
+    task = explicit.get("task", preset_values.get("task", defaults["task"]))
+    preset_values = _merge(preset_values, _task_preset_settings(task, preset))
     strategy = explicit.get("search", {}).get("strategy", defaults["search"]["strategy"])
     _drop_foreign_strategy_options(preset_values, strategy)
     merged = _merge(_merge(_merge(defaults, preset_values), data), overrides or {})
     merged["preset"] = preset
     config = _build(RunConfig, merged, "")
     check_types(config)
-    _apply_dataset_rules(config, explicit=explicit)
+    _apply_variant_rules(config, explicit=explicit)
     check_ranges(config)
     return config
 
@@ -312,11 +276,23 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
     require(search.on in ("detection", "classification"), "search.on", "'detection' or 'classification'", search.on)
 
 
-def _apply_dataset_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
-    """Rules from the paper that depend on the chosen task and variant, unless set explicitly."""
+def _task_preset_settings(task: Any, preset: str) -> dict[str, Any]:
+    """The config values the task sets under ``preset`` (``Task.preset_settings``), over the preset's own; an
+    unknown task sets none (it is reported with the known names before the run starts)."""
+    from nasengine import registry
+
+    if not isinstance(task, str):
+        return {}
+    try:
+        settings = getattr(registry.get("task", task), "preset_settings", None) or {}
+    except NasEngineError:
+        return {}
+    return copy.deepcopy(settings.get(preset, {}))
+
+
+def _apply_variant_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
+    """Rules from the paper that depend on the variant, unless set explicitly."""
     finetune_set = "iterations" in explicit.get("finetune_schedule", {})
-    if config.preset == "paper" and config.task.startswith("voc") and not finetune_set:
-        config.finetune_schedule.iterations = 22_500
     if not config.pretrain and not finetune_set:  # DetNAS-scratch: fine-tune twice as long
         config.finetune_schedule.iterations *= 2
 

@@ -190,6 +190,9 @@ class Task(ABC):
     batch_size: int = 32
     base_lr: ClassVar[float] = 0.1  # the learning rate at ``base_batch_size``; scaled linearly by the engine
     base_batch_size: ClassVar[int] = 256
+    preset_settings: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Config values this task sets under a preset, over the preset's own (settings the user gives still win),
+    e.g. ``{"paper": {"finetune_schedule": {"iterations": 22_500}}}``."""
     class_names: list[str]
 
     def options(self) -> dict[str, Any]:

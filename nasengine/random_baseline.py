@@ -16,13 +16,15 @@ from nasengine import console, registry
 from nasengine.arch import format_arch
 from nasengine.checkpoint import read_json, write_json
 from nasengine.config import RunConfig
+from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.engine import Run
 from nasengine.search import flops_constraint
 
 
 def sample_architectures(run: Run, count: int) -> list[tuple[int, ...]]:
-    """``count`` distinct legal architectures from the random strategy, seeded by the run's seed."""
-    strategy = registry.create("strategy", "random", choices=run.space.choices,
+    """``count`` distinct legal architectures from the random strategy (``defaults.RANDOM_STRATEGY``), seeded
+    by the run's seed."""
+    strategy = registry.create("strategy", RANDOM_STRATEGY, choices=run.space.choices,
                                constraint=flops_constraint(run.space, run.config.search),
                                seed=run.config.seed, population=count, generations=1)
     return strategy.ask()[:count]

@@ -29,11 +29,12 @@ from rich.table import Table
 
 from nasengine import registry
 from nasengine.config import SearchConfig
+from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
 
 DEFAULT_TOP_K = 10
-COMPARED_STRATEGY = "random"  # the comparison the report draws: the run's search against random search
+COMPARED_STRATEGY = RANDOM_STRATEGY  # the comparison the report draws: the run's search against random search
 
 
 def comparison_folder(strategy: str) -> str:

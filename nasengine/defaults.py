@@ -1,0 +1,60 @@
+"""The one table of built-in plugin names the core needs, and the presets that name them.
+
+The core talks to spaces, tasks and strategies only through ``nasengine.interfaces`` and the registry.
+Where it must still name a built-in plugin — the defaults of a run, the tasks and strategy options of a
+preset, the strategy that draws random architectures for the random baseline and the comparison search —
+the name comes from this module, and ``tests/test_import_graph.py`` checks that no other core module
+names one. Values that belong to a plugin come from the plugin (a space's ``default_flops_max``, a task's
+``preset_settings``). Help texts are generated from these names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_SPACE = "shufflenet-small"
+DEFAULT_TASK = "coco-fpn"  # the detection task searched for
+DEFAULT_PRETRAIN_TASK = "fashion-mnist"  # the classification task of supernet pre-training
+DEFAULT_STRATEGY = "evolution"
+RANDOM_STRATEGY = "random"  # uniformly random legal architectures: the random baseline, the comparison search
+DEFAULT_PRESET = "demo"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's schedules and search settings (DESIGN.md §5). A task may set its own values under a preset
+    # (``Task.preset_settings``): the VOC tasks fine-tune for 22,500 iterations here.
+    "paper": {
+        "pretrain_task": "imagenet",
+        "pretrain_schedule": {"iterations": 300_000, "batch_size": 1024, "lr": 0.5, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "checkpoint_every": 5000, "sampling": "uniform"},
+        "finetune_schedule": {"iterations": 90_000, "batch_size": 16, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [60_000 / 90_000, 80_000 / 90_000],
+                              "warmup_iterations": 500, "checkpoint_every": 5000},
+        "search": {"strategy_options": {"population": 50, "top_k": 10, "generations": 20}},
+    },
+    # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
+    "demo": {
+        "pretrain_task": "fashion-mnist",
+        # 300 search images and 256 calibration images: with 100 and 64 a candidate's score moved by 0.65x the
+        # spread of the candidates' scores when only the calibration subset changed; with these, 0.16x.
+        "task_options": {"search_size": 300, "calib_size": 256},
+        # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
+        # distills every choice from the trained baseline for half the iterations, then samples uniformly.
+        "pretrain_schedule": {"iterations": 1000, "batch_size": 64, "lr": 0.02, "weight_decay": 4e-5,
+                              "lr_schedule": "linear", "warmup_iterations": 20, "checkpoint_every": 200,
+                              "sampling": "distill", "distill_fraction": 0.4},
+        "finetune_schedule": {"iterations": 900, "batch_size": 8, "lr": 0.04, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [0.8], "warmup_iterations": 20,
+                              "checkpoint_every": 100},
+        "search": {"batch_size": 16, "strategy_options": {"population": 8, "top_k": 3, "generations": 3}},
+    },
+    # Well under a minute: for tests.
+    "smoke": {
+        "pretrain_task": "fashion-mnist",
+        "pretrain_task_options": {"search_size": 64, "calib_size": 16, "test_size": 64},
+        "task_options": {"search_size": 6, "calib_size": 4, "test_size": 6},
+        "pretrain_schedule": {"iterations": 4, "batch_size": 8, "lr": 0.05, "checkpoint_every": 2},
+        "finetune_schedule": {"iterations": 3, "batch_size": 2, "lr": 0.01, "weight_decay": 1e-4,
+                              "lr_schedule": "step", "milestones": [0.5], "checkpoint_every": 2},
+        "search": {"batch_size": 4, "strategy_options": {"population": 4, "top_k": 2, "generations": 2}},
+    },
+}
