@@ -31,7 +31,8 @@ from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
 from nasengine.sampling import uniform_path
-from nasengine.training import (Diverged, ResumableBatchSampler, batch_images, derived_seed, resume_training_state,
+from nasengine.seeds import ITERATION, derived_seed
+from nasengine.training import (Diverged, ResumableBatchSampler, batch_images, resume_training_state,
                                 overflow_check_due, save_training_state, state_overflow)
 
 
@@ -109,7 +110,7 @@ def distill(
         batches = iter(loader)
         for iteration in range(start, iterations):
             tick = time.perf_counter()
-            torch.manual_seed(derived_seed(seed, 1, iteration))
+            torch.manual_seed(derived_seed(seed, ITERATION, iteration))
             batch = next(batches)
             lr = schedule.distill_lr * (1.0 - iteration / iterations)
             if iteration < schedule.warmup_iterations:

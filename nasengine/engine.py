@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nasengine import config as configuration
-from nasengine import console, distributed, registry
+from nasengine import console, distributed, registry, seeds
 from nasengine.arch import format_arch
 from nasengine.checkpoint import (load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint,
                                   verify_checkpoint, write_json)
@@ -34,7 +34,8 @@ from nasengine.report import write_report
 from nasengine.run_lock import RunLock
 from nasengine.search import run_search
 from nasengine.sampling import paths_for
-from nasengine.training import Diverged, derived_seed, train
+from nasengine.seeds import arch_salt, derived_seed
+from nasengine.training import Diverged, train
 
 # What ``--redo PHASE`` deletes besides the phase itself: everything computed from its results (the report
 # is drawn again at the end of every run; rank checks and comparison searches must be run again).
@@ -218,7 +219,7 @@ class Run:
         return lambda iteration: paths_for(schedule.sampling, self.space.choices, seed, iteration)
 
     def _fresh_supernet(self, salt: int):
-        torch.manual_seed(derived_seed(self.config.seed, salt, 99))
+        torch.manual_seed(derived_seed(self.config.seed, salt, seeds.SUPERNET_INIT))
         return self.space.build_supernet()
 
     # phases --------------------------------------------------------------------------------------
@@ -230,14 +231,14 @@ class Run:
             return
         if self.done("pretrain"):
             return
-        supernet = self._fresh_supernet(10)
+        supernet = self._fresh_supernet(seeds.PRETRAIN)
         model = self._model(self.pretrain_task, supernet)
         schedule = self.config.pretrain_schedule
         distilled = {}
         if schedule.sampling == "distill":
             distilled = self._distill(phase_dir, model, supernet)
             schedule = replace(schedule, iterations=schedule.iterations - distilled["iterations"])
-        info = self._train_phase(phase_dir, model, self.pretrain_task, schedule, 10,
+        info = self._train_phase(phase_dir, model, self.pretrain_task, schedule, seeds.PRETRAIN,
                                  f"pretrain supernet on {self.config.pretrain_task}", supernet)
         info = {**info, **({"distill": distilled} if distilled else {})}
         if distributed.is_main():
@@ -258,11 +259,11 @@ class Run:
             raise NasEngineError(f"space {self.config.space!r} names no baseline to distill from; "
                                  "set pretrain_schedule.sampling to 'uniform' or 'fair'")
         teacher_dir = phase_dir / "teacher"
-        torch.manual_seed(derived_seed(self.config.seed, 30, derived_seed(*teacher_arch)))
+        torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_INIT, arch_salt(teacher_arch)))
         teacher = self.space.build_network(teacher_arch)
         teacher_model = self._model(self.pretrain_task, teacher)
         if not self.done(str(teacher_dir.relative_to(self.dir))):
-            info = self._train_phase(teacher_dir, teacher_model, self.pretrain_task, schedule, 31,
+            info = self._train_phase(teacher_dir, teacher_model, self.pretrain_task, schedule, seeds.STANDALONE_PRETRAIN,
                                      f"pretrain teacher {self.space.baseline_name}")
             self._mark_done(teacher_dir, info)
         teacher_model.load_state_dict(load_checkpoint(teacher_dir / "checkpoint.pt")["model"])
@@ -271,7 +272,7 @@ class Run:
         try:
             figures = distill(model, supernet, teacher_model, teacher, self.pretrain_task,
                               self.pretrain_task.dataset("train", train=True), self.space.choices, schedule, iterations,
-                              phase_dir / "distill", seed=derived_seed(self.config.seed, 11),
+                              phase_dir / "distill", seed=derived_seed(self.config.seed, seeds.DISTILL),
                               description=f"distill supernet from {self.space.baseline_name}",
                               workers=self.config.data_workers)
         except Diverged as error:
@@ -287,11 +288,11 @@ class Run:
             return
         if self.done("finetune"):
             return
-        supernet = self._fresh_supernet(20)
+        supernet = self._fresh_supernet(seeds.FINETUNE)
         if self.config.pretrain:
             supernet.load_state_dict(self._checkpoint("pretrain", "supernet.pt")["backbone"])
         model = self._model(self.task, supernet)
-        info = self._train_phase(phase_dir, model, self.task, self.config.finetune_schedule, 20,
+        info = self._train_phase(phase_dir, model, self.task, self.config.finetune_schedule, seeds.FINETUNE,
                                  f"finetune supernet on {self.config.task}", supernet)
         if distributed.is_main():
             save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
@@ -360,22 +361,22 @@ class Run:
             return read_json(result_path)
         pretrain_schedule = scale_schedule(self.config.pretrain_schedule, schedule_scale)
         finetune_schedule = scale_schedule(self.config.finetune_schedule, schedule_scale)
-        salt = derived_seed(*arch)
-        torch.manual_seed(derived_seed(self.config.seed, 30, salt))
+        salt = arch_salt(arch)
+        torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_INIT, salt))
         backbone = self.space.build_network(arch)
         if self.config.pretrain:
             model = self._model(self.pretrain_task, backbone)
             self._reuse_teacher(arch, out_dir / "pretrain", schedule_scale)
             if not (out_dir / "pretrain" / "done.json").exists():
                 info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, pretrain_schedule,
-                                         31, f"pretrain {label}")
+                                         seeds.STANDALONE_PRETRAIN, f"pretrain {label}")
                 self._mark_done(out_dir / "pretrain", info)
             model.load_state_dict(load_checkpoint(out_dir / "pretrain" / "checkpoint.pt")["model"])
         # the detection head's initial weights must not depend on whether pre-training ran in this process
-        torch.manual_seed(derived_seed(self.config.seed, 33, salt))
+        torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_HEAD, salt))
         model = self._model(self.task, backbone)
         if not (out_dir / "finetune" / "done.json").exists():
-            info = self._train_phase(out_dir / "finetune", model, self.task, finetune_schedule, 32,
+            info = self._train_phase(out_dir / "finetune", model, self.task, finetune_schedule, seeds.STANDALONE_FINETUNE,
                                      f"finetune {label}")
             self._mark_done(out_dir / "finetune", info)
         model.load_state_dict(load_checkpoint(out_dir / "finetune" / "checkpoint.pt")["model"])

@@ -17,12 +17,13 @@ import numpy as np
 
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch
+from nasengine.seeds import PATHS
 
 SAMPLINGS = ("uniform", "fair", "distill")
 
 
 def _rng(seed: int, iteration: int) -> np.random.Generator:
-    return np.random.default_rng([abs(int(seed)), 7, abs(int(iteration))])
+    return np.random.default_rng([abs(int(seed)), PATHS, abs(int(iteration))])
 
 
 def uniform_path(choices: tuple[int, ...], seed: int, iteration: int) -> Arch:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -28,11 +27,7 @@ from nasengine.checkpoint import load_checkpoint, save_checkpoint
 from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Task
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (stable across processes and Python versions)."""
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+from nasengine.seeds import ITERATION, derived_seed
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -178,7 +173,7 @@ def train(
         batches = iter(loader)
         for iteration in range(start, schedule.iterations):
             tick = time.perf_counter()
-            torch.manual_seed(derived_seed(seed, 1, iteration))
+            torch.manual_seed(derived_seed(seed, ITERATION, iteration))
             batch = next(batches)
             archs = paths(iteration) if paths is not None else [None]
             lr = learning_rate(schedule, base_lr, iteration)
