@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test bench data clean
+.PHONY: setup demo lint test bench data clean
 
 setup: $(STAMP) $(FASHION_MNIST)
 
@@ -26,7 +26,13 @@ $(FASHION_MNIST):
 demo: setup
 	$(BIN)/nasengine run --preset demo --out runs/demo
 
-test: setup
+# Lint and format check (ruff, configured in pyproject.toml) and the type check of the core (mypy nasengine).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

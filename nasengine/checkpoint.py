@@ -183,8 +183,9 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise NasEngineError(f"{path} does not exist") from None
     except UnicodeDecodeError as exc:
-        raise NasEngineError(f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote "
-                             "it with --redo PHASE") from None
+        raise NasEngineError(
+            f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote it with --redo PHASE"
+        ) from None
     except IsADirectoryError:
         raise NasEngineError(f"{path} is a directory, not a JSON file") from None
     except json.JSONDecodeError as exc:

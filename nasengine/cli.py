@@ -38,10 +38,20 @@ def _task(name: str, data_root: str | None, options: tuple[str, ...]):
     return registry.create("task", name, **kwargs)
 
 
-space_option = click.option("--space-option", "space_options", multiple=True, metavar="KEY=VALUE",
-                            help="An option of the space, e.g. width=3.8G (repeatable).")
-task_option = click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
-                           help="An option of the task, e.g. min_size=800 (repeatable).")
+space_option = click.option(
+    "--space-option",
+    "space_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the space, e.g. width=3.8G (repeatable).",
+)
+task_option = click.option(
+    "--task-option",
+    "task_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the task, e.g. min_size=800 (repeatable).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,8 +78,9 @@ def list_plugins() -> None:
 @cli.command()
 @click.option("--space", "space_name", required=True, help="Search space name (see 'nasengine list').")
 @click.option("--arch", required=True, help="Choice indices '2,1,2,...' or a named architecture.")
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32),
-              help="Square input size for the count.")
+@click.option(
+    "--image-size", default=224, show_default=True, type=click.IntRange(min=32), help="Square input size for the count."
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"flops": int, "params": int} only.')
 @space_option
 def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_options: tuple[str, ...]) -> None:
@@ -89,8 +100,9 @@ def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_opti
 
 @cli.command("space")
 @click.argument("name")
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32),
-              help="Input size for the FLOPs range.")
+@click.option(
+    "--image-size", default=224, show_default=True, type=click.IntRange(min=32), help="Input size for the FLOPs range."
+)
 @space_option
 def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
     """Positions, choices, size, FLOPs range and named architectures of a space."""
@@ -125,10 +137,16 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
 @space_option
 @click.option("--task", "task_name", default=None, help="Check this task (nasengine.testing.check_task).")
 @task_option
-@click.option("--strategy", "strategy_name", default=None,
-              help="Check this strategy (nasengine.testing.check_strategy).")
-def check(space_name: str | None, space_options: tuple[str, ...], task_name: str | None,
-          task_options: tuple[str, ...], strategy_name: str | None) -> None:
+@click.option(
+    "--strategy", "strategy_name", default=None, help="Check this strategy (nasengine.testing.check_strategy)."
+)
+def check(
+    space_name: str | None,
+    space_options: tuple[str, ...],
+    task_name: str | None,
+    task_options: tuple[str, ...],
+    strategy_name: str | None,
+) -> None:
     """Conformance checks of registered plugins: one line per check passed, or one error line.
 
     A space is checked for detection (four feature maps at strides 4/8/16/32) unless --task names a
@@ -136,8 +154,10 @@ def check(space_name: str | None, space_options: tuple[str, ...], task_name: str
     """
     from nasengine import testing
 
-    for given, option, name in ((space_options, "--space-option", space_name),
-                                (task_options, "--task-option", task_name)):
+    for given, option, name in (
+        (space_options, "--space-option", space_name),
+        (task_options, "--task-option", task_name),
+    ):
         if given and not name:
             raise NasEngineError(f"{option} needs the plugin it is for: add {option.rsplit('-', 1)[0]} NAME")
     if not (space_name or task_name or strategy_name):
@@ -180,7 +200,9 @@ def data() -> None:
 @click.option("--count", default=16, show_default=True, type=click.IntRange(min=1), help="Number of images to draw.")
 @click.option("--data-root", default=None, help="The task's data folder (default: its embedded data).")
 @task_option
-def data_show(task_name: str, split: str, out_path: str | None, count: int, data_root: str | None, task_options) -> None:
+def data_show(
+    task_name: str, split: str, out_path: str | None, count: int, data_root: str | None, task_options
+) -> None:
     """Draw a grid of images with their boxes and class names."""
     from nasengine.visualize import draw_detection_grid
 
@@ -223,21 +245,45 @@ def _presets_help() -> str:
 def _run_options(function):
     options = [
         click.option("--space", "space", default=None, help=f"Search space [default: {defaults.DEFAULT_SPACE}]."),
-        click.option("--task", "task", default=None, help=f"Detection task to search for [default: {defaults.DEFAULT_TASK}]."),
+        click.option(
+            "--task", "task", default=None, help=f"Detection task to search for [default: {defaults.DEFAULT_TASK}]."
+        ),
         click.option("--strategy", default=None, help=f"Search strategy [default: {defaults.DEFAULT_STRATEGY}]."),
-        click.option("--pretrain-task", default=None,
-                     help=f"Classification task for supernet pre-training [default: {defaults.DEFAULT_PRETRAIN_TASK}]."),
+        click.option(
+            "--pretrain-task",
+            default=None,
+            help=f"Classification task for supernet pre-training [default: {defaults.DEFAULT_PRETRAIN_TASK}].",
+        ),
         click.option("--data-root", default=None, help="Detection data folder (default: embedded data)."),
         click.option("--pretrain-data-root", default=None, help="Pre-training data folder."),
-        click.option("--flops-max", type=float, default=None, help="Max backbone MACs at 224px [default: the space's default_flops_max]."),
+        click.option(
+            "--flops-max",
+            type=float,
+            default=None,
+            help="Max backbone MACs at 224px [default: the space's default_flops_max].",
+        ),
         click.option("--flops-min", type=float, default=None, help="Min backbone MACs at 224px [default: 0]."),
         click.option("--preset", default=None, help=_presets_help()),
-        click.option("--config", "config_file", default=None, type=click.Path(), help="TOML file with any config values."),
+        click.option(
+            "--config", "config_file", default=None, type=click.Path(), help="TOML file with any config values."
+        ),
         click.option("--seed", type=int, default=None, help="Seed of everything random [default: 0]."),
-        click.option("--no-pretrain", is_flag=True, default=False, help="DetNAS-scratch: no pre-training, 2x fine-tuning."),
-        click.option("--search-on", type=click.Choice(["detection", "classification"]), default=None,
-                     help="classification gives the ClsNASNet variant."),
-        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value, e.g. search.strategy_options.population=20."),
+        click.option(
+            "--no-pretrain", is_flag=True, default=False, help="DetNAS-scratch: no pre-training, 2x fine-tuning."
+        ),
+        click.option(
+            "--search-on",
+            type=click.Choice(["detection", "classification"]),
+            default=None,
+            help="classification gives the ClsNASNet variant.",
+        ),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any config value, e.g. search.strategy_options.population=20.",
+        ),
         space_option,
         task_option,
     ]
@@ -253,9 +299,15 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
             overrides[key] = kw[key]
     search = overrides.setdefault("search", {})
     if not isinstance(search, dict):
-        raise NasEngineError(f"config key search must be a table of settings (e.g. --set search.batch_size=8), not {search!r}")
-    for key, value in (("strategy", kw.get("strategy")), ("flops_max", kw.get("flops_max")),
-                       ("flops_min", kw.get("flops_min")), ("on", kw.get("search_on"))):
+        raise NasEngineError(
+            f"config key search must be a table of settings (e.g. --set search.batch_size=8), not {search!r}"
+        )
+    for key, value in (
+        ("strategy", kw.get("strategy")),
+        ("flops_max", kw.get("flops_max")),
+        ("flops_min", kw.get("flops_min")),
+        ("on", kw.get("search_on")),
+    ):
         if value is not None:
             search[key] = value
     if kw.get("no_pretrain"):
@@ -278,10 +330,17 @@ def _default_out(config) -> Path:
 
 @cli.command()
 @_run_options
-@click.option("--out", "out_dir", default=None, help="Run directory; rerunning continues it [default: runs/<space>-<task>-...].")
+@click.option(
+    "--out", "out_dir", default=None, help="Run directory; rerunning continues it [default: runs/<space>-<task>-...]."
+)
 @click.option("--arch", default=None, help="Skip the search and retrain this architecture.")
-@click.option("--redo", default=None, type=click.Choice(PHASES), metavar="PHASE",
-              help=f"Redo PHASE ({', '.join(PHASES)}) and what depends on it, e.g. after a corrupt checkpoint.")
+@click.option(
+    "--redo",
+    default=None,
+    type=click.Choice(PHASES),
+    metavar="PHASE",
+    help=f"Redo PHASE ({', '.join(PHASES)}) and what depends on it, e.g. after a corrupt checkpoint.",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **kw: Any) -> None:
     """The whole protocol: pre-train → fine-tune → search → retrain and test → report."""
@@ -325,7 +384,9 @@ def _phase_command(phase: str, help_text: str):
 
     command.__doc__ = help_text
     if phase == "retrain":
-        command = click.option("--arch", default=None, help="Retrain this architecture instead of the search's best.")(command)
+        command = click.option("--arch", default=None, help="Retrain this architecture instead of the search's best.")(
+            command
+        )
     return cli.command(phase)(command)
 
 
@@ -336,11 +397,18 @@ _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture al
 
 @cli.command("search")
 @click.argument("run_dir", type=click.Path())
-@click.option("--strategy", default=None,
-              help=f"A second search with this strategy (e.g. {defaults.RANDOM_STRATEGY}) on the same trained supernet, into "
-                   "RUN_DIR/search-<strategy>/; the run's own search/ is left alone. Needs --budget-like.")
-@click.option("--budget-like", default=None, metavar="STRATEGY",
-              help=f"Give --strategy as many candidates as the run's own STRATEGY search (e.g. {defaults.DEFAULT_STRATEGY}).")
+@click.option(
+    "--strategy",
+    default=None,
+    help=f"A second search with this strategy (e.g. {defaults.RANDOM_STRATEGY}) on the same trained supernet, into "
+    "RUN_DIR/search-<strategy>/; the run's own search/ is left alone. Needs --budget-like.",
+)
+@click.option(
+    "--budget-like",
+    default=None,
+    metavar="STRATEGY",
+    help=f"Give --strategy as many candidates as the run's own STRATEGY search (e.g. {defaults.DEFAULT_STRATEGY}).",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: bool) -> None:
     """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
@@ -352,17 +420,26 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
     run_.claim()
     if strategy is None:
         if budget_like is not None:
-            raise NasEngineError(f"--budget-like sizes a second search; give it with --strategy (e.g. --strategy "
-                                 f"{defaults.RANDOM_STRATEGY})")
+            raise NasEngineError(
+                f"--budget-like sizes a second search; give it with --strategy (e.g. --strategy "
+                f"{defaults.RANDOM_STRATEGY})"
+            )
         run_.search()
         return
     if budget_like is None:
-        raise NasEngineError(f"--strategy {strategy} needs --budget-like STRATEGY to set its number of candidates "
-                             f"(this run searches with {run_.config.search.strategy})")
+        raise NasEngineError(
+            f"--strategy {strategy} needs --budget-like STRATEGY to set its number of candidates "
+            f"(this run searches with {run_.config.search.strategy})"
+        )
     from nasengine import distributed
     from nasengine.report import write_report
-    from nasengine.search_compare import (COMPARED_STRATEGY, budget_matched_options, comparison_table,
-                                          plot_comparison, search_comparison)
+    from nasengine.search_compare import (
+        COMPARED_STRATEGY,
+        budget_matched_options,
+        comparison_table,
+        plot_comparison,
+        search_comparison,
+    )
 
     options = budget_matched_options(run_.space.choices, run_.config.search, strategy, budget_like, run_.config.seed)
     run_.search(strategy, options)
@@ -383,8 +460,16 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
 @cli.command("random-baseline")
 @_run_options
 @click.option("-n", "count", default=20, show_default=True, help="Number of random architectures.")
-@click.option("--out", "out_dir", default=None, help="Folder for the baseline [default: runs/random-baseline-<space>-<task>-...].")
-@click.option("--compare", "compare_dir", default=None, type=click.Path(), help="A run directory whose searched network to set beside it.")
+@click.option(
+    "--out", "out_dir", default=None, help="Folder for the baseline [default: runs/random-baseline-<space>-<task>-...]."
+)
+@click.option(
+    "--compare",
+    "compare_dir",
+    default=None,
+    type=click.Path(),
+    help="A run directory whose searched network to set beside it.",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, quiet: bool, **kw: Any) -> None:
     """The paper's Table 5 baseline: N random architectures in the constraint, each trained fully and tested."""
@@ -399,10 +484,21 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
 
 @cli.command("rank-check")
 @click.argument("run_dir", type=click.Path())
-@click.option("-n", "--count", default=8, show_default=True, type=click.IntRange(min=2),
-              help="Candidates to train alone, spread over the search's score range (best and worst included).")
-@click.option("--schedule-scale", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Fraction of the run's pre-training and fine-tuning iterations to train each candidate for.")
+@click.option(
+    "-n",
+    "--count",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Candidates to train alone, spread over the search's score range (best and worst included).",
+)
+@click.option(
+    "--schedule-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Fraction of the run's pre-training and fine-tuning iterations to train each candidate for.",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def rank_check(run_dir: str, count: int, schedule_scale: float, quiet: bool) -> None:
     """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates."""
@@ -441,7 +537,13 @@ def show(run_dir: str, top: int) -> None:
         for column in ("rank", "architecture", "FLOPs", "score", "generation"):
             table.add_column(column)
         for index, record in enumerate(history[:top], 1):
-            table.add_row(str(index), compact_arch(record["arch"]), f"{record['flops']:,}", f"{record['score']:.4f}", str(record["generation"]))
+            table.add_row(
+                str(index),
+                compact_arch(record["arch"]),
+                f"{record['flops']:,}",
+                f"{record['score']:.4f}",
+                str(record["generation"]),
+            )
         print_(table)
     if summary["retrain"]:
         print_(summary_table(directory, summary))
@@ -466,7 +568,7 @@ def main() -> None:
         click.echo("aborted; rerun the same command to continue where it stopped", err=True)
         sys.exit(130)
     except click.ClickException as exc:  # usage errors: one line too, with where to look
-        command = f"nasengine {exc.ctx.info_name} --help" if getattr(exc, "ctx", None) else "nasengine --help"
+        command = f"nasengine {exc.ctx.info_name} --help" if getattr(exc, "ctx", None) else "nasengine --help"  # type: ignore[attr-defined]
         message = " ".join(exc.format_message().split())
         click.echo(f"error: {message}" + (f" (see '{command}')" if isinstance(exc, click.UsageError) else ""), err=True)
         sys.exit(2)

@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasengine.defaults import (DEFAULT_PRESET, DEFAULT_PRETRAIN_TASK, DEFAULT_SPACE, DEFAULT_STRATEGY, DEFAULT_TASK,
-                                 PRESETS)
+from nasengine.defaults import (
+    DEFAULT_PRESET,
+    DEFAULT_PRETRAIN_TASK,
+    DEFAULT_SPACE,
+    DEFAULT_STRATEGY,
+    DEFAULT_TASK,
+    PRESETS,
+)
 from nasengine.errors import NasEngineError
-
 
 PHASES = ("pretrain", "finetune", "search", "retrain")  # the protocol's steps, in order (DetNAS §3)
 
@@ -116,8 +121,9 @@ SECTIONS = {"pretrain_schedule": Schedule, "finetune_schedule": Schedule, "searc
 def _check_sections(data: dict[str, Any]) -> None:
     for key in SECTIONS:
         if key in data and not isinstance(data[key], dict):
-            raise NasEngineError(f"config key {key} must be a table of settings (e.g. --set {key}.batch_size=8), "
-                                 f"not {data[key]!r}")
+            raise NasEngineError(
+                f"config key {key} must be a table of settings (e.g. --set {key}.batch_size=8), not {data[key]!r}"
+            )
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -137,7 +143,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise NasEngineError(f"incomplete config section {where or 'top level'}: {exc}") from None
 
 
-def resolve(preset: str = DEFAULT_PRESET, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def resolve(
+    preset: str = DEFAULT_PRESET, file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """The configuration from a preset, an optional TOML file and CLI overrides (nested dicts)."""
     data: dict[str, Any] = {}
     if file is not None:
@@ -195,7 +203,9 @@ def _fields(section: Any, prefix: str):
 
 
 def _bad(where: str, key: str, wanted: str, value: Any) -> NasEngineError:
-    return NasEngineError(f"{where}{key} must be {wanted}, not {value!r}; set it with --set {key}=VALUE or in the --config file")
+    return NasEngineError(
+        f"{where}{key} must be {wanted}, not {value!r}; set it with --set {key}=VALUE or in the --config file"
+    )
 
 
 def _typed(where: str, key: str, hint: Any, value: Any) -> Any:
@@ -221,7 +231,9 @@ def _typed(where: str, key: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise _bad(where, key, "a string", value)
     elif origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise _bad(where, key, "a list of numbers like [0.5, 0.8]", value)
     elif origin is dict:
         if not isinstance(value, dict):
@@ -256,21 +268,52 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
         require(schedule.lr is None or 0 < schedule.lr < math.inf, f"{name}.lr", "a number > 0", schedule.lr)
         require(0 <= schedule.momentum < 1, f"{name}.momentum", "a number in [0, 1)", schedule.momentum)
         require(0 <= schedule.weight_decay < math.inf, f"{name}.weight_decay", "a number >= 0", schedule.weight_decay)
-        require(schedule.lr_schedule in ("linear", "step"), f"{name}.lr_schedule", "'linear' or 'step'", schedule.lr_schedule)
-        require(all(0 < m < 1 for m in schedule.milestones) and schedule.milestones == sorted(schedule.milestones),
-                f"{name}.milestones", "rising fractions of the iterations, each in (0, 1)", schedule.milestones)
-        require(schedule.warmup_iterations >= 0, f"{name}.warmup_iterations", "an integer >= 0", schedule.warmup_iterations)
-        require(schedule.checkpoint_every >= 1, f"{name}.checkpoint_every", "an integer >= 1", schedule.checkpoint_every)
-        require(schedule.sampling in SAMPLINGS, f"{name}.sampling", f"one of {', '.join(map(repr, SAMPLINGS))}", schedule.sampling)
-        require(0 < schedule.distill_fraction < 1, f"{name}.distill_fraction", "a number in (0, 1)", schedule.distill_fraction)
+        require(
+            schedule.lr_schedule in ("linear", "step"),
+            f"{name}.lr_schedule",
+            "'linear' or 'step'",
+            schedule.lr_schedule,
+        )
+        require(
+            all(0 < m < 1 for m in schedule.milestones) and schedule.milestones == sorted(schedule.milestones),
+            f"{name}.milestones",
+            "rising fractions of the iterations, each in (0, 1)",
+            schedule.milestones,
+        )
+        require(
+            schedule.warmup_iterations >= 0, f"{name}.warmup_iterations", "an integer >= 0", schedule.warmup_iterations
+        )
+        require(
+            schedule.checkpoint_every >= 1, f"{name}.checkpoint_every", "an integer >= 1", schedule.checkpoint_every
+        )
+        require(
+            schedule.sampling in SAMPLINGS,
+            f"{name}.sampling",
+            f"one of {', '.join(map(repr, SAMPLINGS))}",
+            schedule.sampling,
+        )
+        require(
+            0 < schedule.distill_fraction < 1,
+            f"{name}.distill_fraction",
+            "a number in (0, 1)",
+            schedule.distill_fraction,
+        )
         require(0 < schedule.distill_lr < math.inf, f"{name}.distill_lr", "a number > 0", schedule.distill_lr)
-    require(config.finetune_schedule.sampling != "distill", "finetune_schedule.sampling",
-            "'uniform' or 'fair' ('distill' is for pre-training only)", config.finetune_schedule.sampling)
+    require(
+        config.finetune_schedule.sampling != "distill",
+        "finetune_schedule.sampling",
+        "'uniform' or 'fair' ('distill' is for pre-training only)",
+        config.finetune_schedule.sampling,
+    )
     search = config.search
     require(0 <= search.flops_min < math.inf, "search.flops_min", "a number >= 0", search.flops_min)
     require(search.flops_max is None or search.flops_max > 0, "search.flops_max", "a number > 0", search.flops_max)
-    require(search.flops_max is None or search.flops_min <= search.flops_max, "search.flops_min",
-            f"at most search.flops_max ({search.flops_max:g})" if search.flops_max is not None else "", search.flops_min)
+    require(
+        search.flops_max is None or search.flops_min <= search.flops_max,
+        "search.flops_min",
+        f"at most search.flops_max ({search.flops_max:g})" if search.flops_max is not None else "",
+        search.flops_min,
+    )
     require(search.flops_image_size >= 32, "search.flops_image_size", "an integer >= 32", search.flops_image_size)
     require(search.batch_size >= 1, "search.batch_size", "an integer >= 1", search.batch_size)
     require(search.on in ("detection", "classification"), "search.on", "'detection' or 'classification'", search.on)
@@ -306,7 +349,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except IsADirectoryError:
         raise NasEngineError(f"config file {path} is a directory; give a TOML file") from None
     except UnicodeDecodeError as exc:
-        raise NasEngineError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+        raise NasEngineError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML"
+        ) from None
     except OSError as exc:
         raise NasEngineError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
@@ -354,10 +399,14 @@ def save(config: RunConfig, path: str | Path) -> None:
 def load(path: str | Path) -> RunConfig:
     """A run's resolved configuration, as written by :func:`save`."""
     data = load_toml(path)
-    missing = [key for key in ("space", "task", "seed", "pretrain_schedule", "finetune_schedule", "search") if key not in data]
+    missing = [
+        key for key in ("space", "task", "seed", "pretrain_schedule", "finetune_schedule", "search") if key not in data
+    ]
     if missing:
-        raise NasEngineError(f"{path} is not a complete run configuration (no {missing[0]!r}); restore it from a "
-                             "backup, or start the run again in a new --out")
+        raise NasEngineError(
+            f"{path} is not a complete run configuration (no {missing[0]!r}); restore it from a "
+            "backup, or start the run again in a new --out"
+        )
     config = _build(RunConfig, _merge(RunConfig().to_dict(), data), "")
     check_types(config, where=f"{path}: ")
     check_ranges(config, where=f"{path}: ")

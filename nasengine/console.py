@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -43,7 +43,7 @@ class _Bar:
     def update(self, completed: int, **figures: float | str) -> None:
         info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
         if self.progress is not None:
-            self.progress.update(self.task_id, completed=completed, info=info)
+            self.progress.update(self.task_id, completed=completed, info=info)  # type: ignore[arg-type]
         elif distributed.is_main() and (completed % self.log_every == 0 or completed == self.total):
             elapsed = time.perf_counter() - self.started
             console.print(f"{self.description} {completed}/{self.total}  {info}  [{elapsed:.0f}s]")

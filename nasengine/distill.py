@@ -32,8 +32,15 @@ from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
 from nasengine.sampling import uniform_path
 from nasengine.seeds import ITERATION, derived_seed
-from nasengine.training import (Diverged, ResumableBatchSampler, batch_images, resume_training_state,
-                                overflow_check_due, save_training_state, state_overflow)
+from nasengine.training import (
+    Diverged,
+    ResumableBatchSampler,
+    batch_images,
+    overflow_check_due,
+    resume_training_state,
+    save_training_state,
+    state_overflow,
+)
 
 
 class _Captured(Exception):
@@ -102,7 +109,7 @@ def distill(
     checkpoint_path = out_dir / "checkpoint.pt"
     start, figures = resume_training_state(model, optimizer, out_dir, iterations, description)
     saved_at = start if start > 0 else None
-    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)
+    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)  # type: ignore[arg-type]
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()
     with console.progress(iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
@@ -119,15 +126,25 @@ def distill(
                 group["lr"] = lr
             images = backbone_input(teacher_model, teacher_backbone, task, batch)
             pairs = supernet.distill_pairs(teacher_backbone, images, uniform_path(choices, seed, iteration))
-            loss = sum(nn.functional.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8) for out, target in pairs)
+            loss: torch.Tensor = sum(  # type: ignore[assignment]
+                nn.functional.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8) for out, target in pairs
+            )
             if not torch.isfinite(loss):
-                raise Diverged(description, iteration, lr, f"the distillation loss became {loss.item()}",
-                               checkpoint_path if saved_at else None, saved_at)
+                raise Diverged(
+                    description,
+                    iteration,
+                    lr,
+                    f"the distillation loss became {loss.item()}",
+                    checkpoint_path if saved_at else None,
+                    saved_at,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(params)
             optimizer.step()
-            overflow = state_overflow(model) if overflow_check_due(iteration, schedule.checkpoint_every, iterations) else None
+            overflow = (
+                state_overflow(model) if overflow_check_due(iteration, schedule.checkpoint_every, iterations) else None
+            )
             if overflow:
                 raise Diverged(description, iteration, lr, overflow, checkpoint_path if saved_at else None, saved_at)
             value = float(loss.detach()) / len(pairs)
@@ -135,8 +152,12 @@ def distill(
             figures = {"distill_loss": value, "lr": lr, "img/s": images_per_s}
             bar.update(iteration + 1, loss=value, **{"img/s": images_per_s})
             if distributed.is_main():
-                log_file.write(json.dumps({"iteration": iteration + 1, "distill_loss": value, "lr": lr,
-                                           "images_per_s": images_per_s}) + "\n")
+                log_file.write(
+                    json.dumps(
+                        {"iteration": iteration + 1, "distill_loss": value, "lr": lr, "images_per_s": images_per_s}
+                    )
+                    + "\n"
+                )
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < iterations:
                 log_file.flush()

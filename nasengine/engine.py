@@ -22,8 +22,14 @@ from torch import nn
 from nasengine import config as configuration
 from nasengine import console, distributed, registry, seeds
 from nasengine.arch import format_arch
-from nasengine.checkpoint import (load_checkpoint, read_json, remove_stale_temp_files, save_checkpoint,
-                                  verify_checkpoint, write_json)
+from nasengine.checkpoint import (
+    load_checkpoint,
+    read_json,
+    remove_stale_temp_files,
+    save_checkpoint,
+    verify_checkpoint,
+    write_json,
+)
 from nasengine.config import PHASES, RunConfig, scale_schedule
 from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
@@ -32,8 +38,8 @@ from nasengine.interfaces import Arch, Space, Task
 from nasengine.preflight import check_run
 from nasengine.report import write_report
 from nasengine.run_lock import RunLock
-from nasengine.search import run_search
 from nasengine.sampling import paths_for
+from nasengine.search import run_search
 from nasengine.seeds import arch_salt, derived_seed
 from nasengine.training import Diverged, train
 
@@ -59,7 +65,7 @@ class Run:
         self._lock: RunLock | None = None
 
     @classmethod
-    def create(cls, directory: str | Path, config: RunConfig) -> "Run":
+    def create(cls, directory: str | Path, config: RunConfig) -> Run:
         """Start a run in ``directory``, or continue the one there if it has the same configuration.
 
         Everything is checked (:func:`nasengine.preflight.check_run`) before the directory is touched; the
@@ -87,11 +93,13 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, directory: str | Path) -> "Run":
+    def open(cls, directory: str | Path) -> Run:
         """An existing run directory (read-only until :meth:`claim`)."""
         path = Path(directory) / "config.toml"
         if not path.exists():
-            raise NasEngineError(f"{directory} is not a run directory (no config.toml); start one with 'nasengine run --out {directory}'")
+            raise NasEngineError(
+                f"{directory} is not a run directory (no config.toml); start one with 'nasengine run --out {directory}'"
+            )
         return cls(directory, configuration.load(path))
 
     def check(self) -> None:
@@ -107,8 +115,9 @@ class Run:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise NasEngineError(f"cannot create the run directory {self.dir} ({exc.strerror or exc}); "
-                                     "choose another --out") from None
+                raise NasEngineError(
+                    f"cannot create the run directory {self.dir} ({exc.strerror or exc}); choose another --out"
+                ) from None
             if self._lock is None:
                 self._lock = RunLock(self.dir)
                 self._lock.acquire()
@@ -132,8 +141,10 @@ class Run:
                 removed += _remove(self.dir, ["search"])
             else:
                 kept, deleted = _clear_phase(self.dir / phase)
-                console.log(f"redo {phase}: kept {kept} verified checkpoint(s), deleted {len(deleted)} result or corrupt "
-                            f"file(s){': ' + ', '.join(deleted) if deleted else ''}")
+                console.log(
+                    f"redo {phase}: kept {kept} verified checkpoint(s), deleted {len(deleted)} result or corrupt "
+                    f"file(s){': ' + ', '.join(deleted) if deleted else ''}"
+                )
             removed += _remove(self.dir, REDO_DEPENDENTS[phase])
             if removed:
                 console.log(f"redo {phase}: removed what depends on it: {', '.join(removed)}")
@@ -165,7 +176,9 @@ class Run:
             return False
         product = PRODUCTS.get(phase)
         if product and not (self.dir / phase / product).exists():
-            console.log(f"{phase}: {self.dir / phase / product} is missing; redoing the phase from its newest checkpoint")
+            console.log(
+                f"{phase}: {self.dir / phase / product} is missing; redoing the phase from its newest checkpoint"
+            )
             return False
         return True
 
@@ -183,13 +196,18 @@ class Run:
     def _diverged(self, error: Diverged, phase_dir: Path, setting: str) -> NasEngineError:
         """``error`` with the setting to lower and the command that redoes the phase."""
         top = phase_dir.relative_to(self.dir).parts[0]
-        again = (f"nasengine {top} {self.dir} --redo" if top in PHASES
-                 else f"delete {phase_dir} and run the same command again")
-        return NasEngineError(f"{error}; lower {setting} (now {error.lr:.3g} at that iteration; "
-                              f"--set {setting}=VALUE) and rerun: {again}")
+        again = (
+            f"nasengine {top} {self.dir} --redo"
+            if top in PHASES
+            else f"delete {phase_dir} and run the same command again"
+        )
+        return NasEngineError(
+            f"{error}; lower {setting} (now {error.lr:.3g} at that iteration; --set {setting}=VALUE) and rerun: {again}"
+        )
 
-    def _train_phase(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str,
-                     supernet=None) -> dict:
+    def _train_phase(
+        self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, supernet=None
+    ) -> dict:
         started = time.perf_counter()
         setting = f"{'pretrain' if task is self.pretrain_task else 'finetune'}_schedule.lr"
         try:
@@ -198,8 +216,9 @@ class Run:
             raise self._diverged(error, phase_dir, setting) from None
         return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
 
-    def _train(self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str,
-               supernet=None) -> dict:
+    def _train(
+        self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, supernet=None
+    ) -> dict:
         return train(
             distributed.convert_sync_batchnorm(model, self.device),
             task,
@@ -238,8 +257,15 @@ class Run:
         if schedule.sampling == "distill":
             distilled = self._distill(phase_dir, model, supernet)
             schedule = replace(schedule, iterations=schedule.iterations - distilled["iterations"])
-        info = self._train_phase(phase_dir, model, self.pretrain_task, schedule, seeds.PRETRAIN,
-                                 f"pretrain supernet on {self.config.pretrain_task}", supernet)
+        info = self._train_phase(
+            phase_dir,
+            model,
+            self.pretrain_task,
+            schedule,
+            seeds.PRETRAIN,
+            f"pretrain supernet on {self.config.pretrain_task}",
+            supernet,
+        )
         info = {**info, **({"distill": distilled} if distilled else {})}
         if distributed.is_main():
             save_checkpoint({"backbone": supernet.state_dict(), "model": model.state_dict()}, phase_dir / "supernet.pt")
@@ -252,33 +278,57 @@ class Run:
         schedule = self.config.pretrain_schedule
         iterations = max(1, round(schedule.iterations * schedule.distill_fraction))
         if not supports_distillation(supernet):
-            raise NasEngineError(f"space {self.config.space!r} cannot be distilled (its supernet has no distill_pairs); "
-                                 "set pretrain_schedule.sampling to 'uniform' or 'fair'")
+            raise NasEngineError(
+                f"space {self.config.space!r} cannot be distilled (its supernet has no distill_pairs); "
+                "set pretrain_schedule.sampling to 'uniform' or 'fair'"
+            )
         teacher_arch = self.space.named.get(self.space.baseline_name or "")
         if teacher_arch is None:
-            raise NasEngineError(f"space {self.config.space!r} names no baseline to distill from; "
-                                 "set pretrain_schedule.sampling to 'uniform' or 'fair'")
+            raise NasEngineError(
+                f"space {self.config.space!r} names no baseline to distill from; "
+                "set pretrain_schedule.sampling to 'uniform' or 'fair'"
+            )
         teacher_dir = phase_dir / "teacher"
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_INIT, arch_salt(teacher_arch)))
         teacher = self.space.build_network(teacher_arch)
         teacher_model = self._model(self.pretrain_task, teacher)
         if not self.done(str(teacher_dir.relative_to(self.dir))):
-            info = self._train_phase(teacher_dir, teacher_model, self.pretrain_task, schedule, seeds.STANDALONE_PRETRAIN,
-                                     f"pretrain teacher {self.space.baseline_name}")
+            info = self._train_phase(
+                teacher_dir,
+                teacher_model,
+                self.pretrain_task,
+                schedule,
+                seeds.STANDALONE_PRETRAIN,
+                f"pretrain teacher {self.space.baseline_name}",
+            )
             self._mark_done(teacher_dir, info)
         teacher_model.load_state_dict(load_checkpoint(teacher_dir / "checkpoint.pt")["model"])
         inherit_shared(model, teacher_model)
         started = time.perf_counter()
         try:
-            figures = distill(model, supernet, teacher_model, teacher, self.pretrain_task,
-                              self.pretrain_task.dataset("train", train=True), self.space.choices, schedule, iterations,
-                              phase_dir / "distill", seed=derived_seed(self.config.seed, seeds.DISTILL),
-                              description=f"distill supernet from {self.space.baseline_name}",
-                              workers=self.config.data_workers)
+            figures = distill(
+                model,
+                supernet,
+                teacher_model,
+                teacher,
+                self.pretrain_task,
+                self.pretrain_task.dataset("train", train=True),
+                self.space.choices,
+                schedule,
+                iterations,
+                phase_dir / "distill",
+                seed=derived_seed(self.config.seed, seeds.DISTILL),
+                description=f"distill supernet from {self.space.baseline_name}",
+                workers=self.config.data_workers,
+            )
         except Diverged as error:
             raise self._diverged(error, phase_dir / "distill", "pretrain_schedule.distill_lr") from None
-        return {"iterations": iterations, "teacher": self.space.baseline_name, "final": figures,
-                "seconds": round(time.perf_counter() - started, 1)}
+        return {
+            "iterations": iterations,
+            "teacher": self.space.baseline_name,
+            "final": figures,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
     def finetune(self) -> None:
         """Step 2: path-wise supernet fine-tuning on the detection task (skipped for ClsNASNet search)."""
@@ -292,14 +342,22 @@ class Run:
         if self.config.pretrain:
             supernet.load_state_dict(self._checkpoint("pretrain", "supernet.pt")["backbone"])
         model = self._model(self.task, supernet)
-        info = self._train_phase(phase_dir, model, self.task, self.config.finetune_schedule, seeds.FINETUNE,
-                                 f"finetune supernet on {self.config.task}", supernet)
+        info = self._train_phase(
+            phase_dir,
+            model,
+            self.task,
+            self.config.finetune_schedule,
+            seeds.FINETUNE,
+            f"finetune supernet on {self.config.task}",
+            supernet,
+        )
         if distributed.is_main():
             save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
         self._mark_done(phase_dir, info)
 
-    def search(self, strategy: str | None = None, strategy_options: dict[str, Any] | None = None,
-               folder: str | None = None) -> dict[str, Any]:
+    def search(
+        self, strategy: str | None = None, strategy_options: dict[str, Any] | None = None, folder: str | None = None
+    ) -> dict[str, Any]:
         """Step 3: the strategy's search on the trained supernet under the FLOPs constraint.
 
         With ``strategy`` (and its ``strategy_options``), a second search instead — the same trained
@@ -321,8 +379,7 @@ class Run:
         model.load_state_dict(self._checkpoint(source, "supernet.pt")["model"])
         started = time.perf_counter()
         with distributed.local_batchnorm(model):
-            best = run_search(self.space, self.search_task, supernet, model, settings, phase_dir,
-                              seed=self.config.seed)
+            best = run_search(self.space, self.search_task, supernet, model, settings, phase_dir, seed=self.config.seed)
         info = {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)}
         if strategy is not None:
             info.update(strategy=settings.strategy, strategy_options=settings.strategy_options)
@@ -337,7 +394,9 @@ class Run:
         if arch is None:
             arch = tuple(read_json(self.dir / "search" / "best.json")["arch"]) if self.done("search") else None
             if arch is None:
-                raise NasEngineError(f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch")
+                raise NasEngineError(
+                    f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch"
+                )
         entries = {"best": tuple(arch)}
         baseline = self.space.baseline_name
         if self.config.retrain_baseline and baseline:
@@ -368,19 +427,33 @@ class Run:
             model = self._model(self.pretrain_task, backbone)
             self._reuse_teacher(arch, out_dir / "pretrain", schedule_scale)
             if not (out_dir / "pretrain" / "done.json").exists():
-                info = self._train_phase(out_dir / "pretrain", model, self.pretrain_task, pretrain_schedule,
-                                         seeds.STANDALONE_PRETRAIN, f"pretrain {label}")
+                info = self._train_phase(
+                    out_dir / "pretrain",
+                    model,
+                    self.pretrain_task,
+                    pretrain_schedule,
+                    seeds.STANDALONE_PRETRAIN,
+                    f"pretrain {label}",
+                )
                 self._mark_done(out_dir / "pretrain", info)
             model.load_state_dict(load_checkpoint(out_dir / "pretrain" / "checkpoint.pt")["model"])
         # the detection head's initial weights must not depend on whether pre-training ran in this process
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_HEAD, salt))
         model = self._model(self.task, backbone)
         if not (out_dir / "finetune" / "done.json").exists():
-            info = self._train_phase(out_dir / "finetune", model, self.task, finetune_schedule, seeds.STANDALONE_FINETUNE,
-                                     f"finetune {label}")
+            info = self._train_phase(
+                out_dir / "finetune",
+                model,
+                self.task,
+                finetune_schedule,
+                seeds.STANDALONE_FINETUNE,
+                f"finetune {label}",
+            )
             self._mark_done(out_dir / "finetune", info)
         model.load_state_dict(load_checkpoint(out_dir / "finetune" / "checkpoint.pt")["model"])
-        metrics = self.task.evaluate(model, self.task.loader("test", train=False, batch_size=self.config.search.batch_size))
+        metrics = self.task.evaluate(
+            model, self.task.loader("test", train=False, batch_size=self.config.search.batch_size)
+        )
         result = {
             "arch": list(arch),
             "arch_text": format_arch(arch),
@@ -398,12 +471,20 @@ class Run:
         schedule): copy it instead of training it twice."""
         teacher_dir = self.dir / "pretrain" / "teacher"
         baseline = self.space.named.get(self.space.baseline_name or "")
-        if (schedule_scale == 1.0 and baseline is not None and tuple(arch) == tuple(baseline)
-                and (teacher_dir / "done.json").exists() and not pretrain_dir.exists() and distributed.is_main()):
+        if (
+            schedule_scale == 1.0
+            and baseline is not None
+            and tuple(arch) == tuple(baseline)
+            and (teacher_dir / "done.json").exists()
+            and not pretrain_dir.exists()
+            and distributed.is_main()
+        ):
             shutil.copytree(teacher_dir, pretrain_dir)
             info = read_json(teacher_dir / "done.json")
-            write_json({**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
-                       pretrain_dir / "done.json")
+            write_json(
+                {**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
+                pretrain_dir / "done.json",
+            )
         distributed.barrier()
 
     def run_all(self, arch: Arch | None = None) -> dict[str, Any]:
@@ -417,7 +498,9 @@ class Run:
 
     def _checkpoint(self, phase: str, name: str) -> dict[str, Any]:
         if not self.done(phase):
-            raise NasEngineError(f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first")
+            raise NasEngineError(
+                f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first"
+            )
         return load_checkpoint(self.dir / phase / name)
 
 

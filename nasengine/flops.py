@@ -27,7 +27,7 @@ import sys
 import tempfile
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,8 @@ class CostTable:
             elif choice in flops.setdefault(position, {}):
                 raise NasEngineError(f"{space.name}.cost_parts yielded choice {choice} at position {position} twice")
             else:
-                flops[position][choice] = part_flops
-                params.setdefault(position, {})[choice] = part_params
+                flops[position][choice] = part_flops  # type: ignore[index]
+                params.setdefault(position, {})[choice] = part_params  # type: ignore[index]
         if {p: set(row) for p, row in flops.items()} != {p: set(range(n)) for p, n in enumerate(space.choices)}:
             raise NasEngineError(f"{space.name}.cost_parts did not yield every choice at every position")
         positions = range(len(space.choices))
@@ -136,8 +136,10 @@ class CostTable:
         try:
             if len(arch) != len(self.flops) or min(arch) < 0:
                 raise IndexError
-            return Cost(self.fixed.flops + sum(map(list.__getitem__, self.flops, arch)),
-                        self.fixed.params + sum(map(list.__getitem__, self.params, arch)))
+            return Cost(
+                self.fixed.flops + sum(map(list.__getitem__, self.flops, arch)),
+                self.fixed.params + sum(map(list.__getitem__, self.params, arch)),
+            )
         except (IndexError, TypeError, ValueError):
             raise NasEngineError(
                 f"architecture {tuple(arch)} does not fit the space: it needs {len(self.flops)} choice indices in range"
@@ -145,12 +147,17 @@ class CostTable:
 
     def flops_range(self) -> tuple[int, int]:
         """Fewest and most FLOPs of any architecture (sums of the per-position extremes)."""
-        return (self.fixed.flops + sum(min(row) for row in self.flops),
-                self.fixed.flops + sum(max(row) for row in self.flops))
+        return (
+            self.fixed.flops + sum(min(row) for row in self.flops),
+            self.fixed.flops + sum(max(row) for row in self.flops),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"fixed": {"flops": self.fixed.flops, "params": self.fixed.params},
-                "flops": self.flops, "params": self.params}
+        return {
+            "fixed": {"flops": self.fixed.flops, "params": self.fixed.params},
+            "flops": self.flops,
+            "params": self.params,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CostTable:
@@ -227,7 +234,7 @@ def _module_file(name: str) -> tuple[str, bool] | None:
 
 
 @functools.cache
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     from importlib.metadata import packages_distributions
 
     return packages_distributions()
@@ -254,8 +261,11 @@ def _imports(name: str, path: str, is_package: bool) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             try:
-                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
-                    if node.level else node.module or ""
+                base = (
+                    importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                    if node.level
+                    else node.module or ""
+                )
             except (ImportError, ValueError):
                 continue
             names.add(base)
@@ -265,8 +275,15 @@ def _imports(name: str, path: str, is_package: bool) -> set[str]:
 
 
 def _key(space: Space, image_size: int) -> dict[str, Any]:
-    return {"space": space.name, "options": space.options(), "image_size": image_size,
-            "format": FORMAT, "counted": list(COUNTED_OPS), "torch": torch.__version__, "fvcore": _fvcore_version()}
+    return {
+        "space": space.name,
+        "options": space.options(),
+        "image_size": image_size,
+        "format": FORMAT,
+        "counted": list(COUNTED_OPS),
+        "torch": torch.__version__,
+        "fvcore": _fvcore_version(),
+    }
 
 
 @functools.cache

@@ -78,7 +78,9 @@ class Supernet(nn.Module):
     def activate(self, arch: Arch) -> None:
         self.arch = tuple(int(c) for c in arch)
 
-    def distill_pairs(self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def distill_pairs(
+        self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Optional, for block-wise distillation (``pretrain_schedule.sampling = "distill"``).
 
         ``teacher`` is a standalone network of this space (``build_network`` of the baseline) and
@@ -229,7 +231,7 @@ class Task(ABC):
             batch_size=batch_size or self.batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            drop_last=train and len(data) >= (batch_size or self.batch_size),
+            drop_last=train and len(data) >= (batch_size or self.batch_size),  # type: ignore[arg-type]
             collate_fn=self.collate,
             num_workers=num_workers,
             generator=generator,
@@ -318,5 +320,10 @@ def _shard_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
     """A shuffling sampler that shards ``data`` across the ranks of a DDP process group, or None outside one."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
-    return DistributedSampler(data, num_replicas=torch.distributed.get_world_size(),
-                              rank=torch.distributed.get_rank(), shuffle=True, seed=seed)
+    return DistributedSampler(
+        data,
+        num_replicas=torch.distributed.get_world_size(),
+        rank=torch.distributed.get_rank(),
+        shuffle=True,
+        seed=seed,
+    )

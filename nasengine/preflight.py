@@ -49,12 +49,20 @@ def check_run(run: Checked) -> None:
     space = run.space  # unknown spaces and bad space options fail here
     check_space_once(space, detection=run.task.kind == "detection", flops_image_size=config.search.flops_image_size)
     flops_constraint(space, config.search)  # the FLOPs window meets the space's range
-    registry.create("strategy", config.search.strategy, choices=space.choices, constraint=lambda arch: True,
-                    seed=config.seed, **config.search.strategy_options)
+    registry.create(
+        "strategy",
+        config.search.strategy,
+        choices=space.choices,
+        constraint=lambda arch: True,
+        seed=config.seed,
+        **config.search.strategy_options,
+    )
     if config.pretrain and config.pretrain_schedule.sampling == "distill":
         if space.named.get(space.baseline_name or "") is None:
-            raise NasEngineError(f"space {config.space!r} names no baseline to distill from; "
-                                 "set pretrain_schedule.sampling to 'uniform' or 'fair'")
+            raise NasEngineError(
+                f"space {config.space!r} names no baseline to distill from; "
+                "set pretrain_schedule.sampling to 'uniform' or 'fair'"
+            )
     tasks = [run.task]
     if config.pretrain or config.search.on == "classification":
         tasks.append(run.pretrain_task)

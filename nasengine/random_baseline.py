@@ -24,9 +24,15 @@ from nasengine.search import flops_constraint
 def sample_architectures(run: Run, count: int) -> list[tuple[int, ...]]:
     """``count`` distinct legal architectures from the random strategy (``defaults.RANDOM_STRATEGY``), seeded
     by the run's seed."""
-    strategy = registry.create("strategy", RANDOM_STRATEGY, choices=run.space.choices,
-                               constraint=flops_constraint(run.space, run.config.search),
-                               seed=run.config.seed, population=count, generations=1)
+    strategy = registry.create(
+        "strategy",
+        RANDOM_STRATEGY,
+        choices=run.space.choices,
+        constraint=flops_constraint(run.space, run.config.search),
+        seed=run.config.seed,
+        population=count,
+        generations=1,
+    )
     return strategy.ask()[:count]
 
 
@@ -44,16 +50,23 @@ def run_random_baseline(config: RunConfig, directory: Path, count: int, compare:
         "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
         "results": results,
     }
-    table = Table(title=f"random baseline ({config.space}, {config.task}, {len(scores)} architectures)", title_justify="left")
+    table = Table(
+        title=f"random baseline ({config.space}, {config.task}, {len(scores)} architectures)", title_justify="left"
+    )
     table.add_column("network")
     table.add_column("FLOPs", justify="right")
     table.add_column("test score", justify="right")
-    table.add_row("random (mean ± std)", f"{statistics.fmean(r['flops'] for r in results):,.0f}",
-                  f"{summary['mean']:.4f} ± {summary['std']:.4f}")
+    table.add_row(
+        "random (mean ± std)",
+        f"{statistics.fmean(r['flops'] for r in results):,.0f}",
+        f"{summary['mean']:.4f} ± {summary['std']:.4f}",
+    )
     if compare is not None:
         searched = read_json(compare / "retrain" / "best" / "test.json")
         summary["searched"] = searched
-        table.add_row(f"searched ({format_arch(searched['arch'])})", f"{searched['flops']:,}", f"{searched['test']['score']:.4f}")
+        table.add_row(
+            f"searched ({format_arch(searched['arch'])})", f"{searched['flops']:,}", f"{searched['test']['score']:.4f}"
+        )
     write_json(summary, directory / "random_baseline.json")
     console.console.print(table)
     return summary

@@ -73,16 +73,28 @@ def rank_statistics(supernet_scores: Sequence[float], standalone_scores: Sequenc
         raise ValueError(f"{len(supernet_scores)} supernet scores but {len(standalone_scores)} standalone scores")
     x = [float(v) for v in supernet_scores]
     y = [float(v) for v in standalone_scores]
-    result: dict[str, Any] = {"n": len(x), "tau": math.nan, "tau_p": math.nan, "rho": math.nan, "rho_p": math.nan,
-                              "degenerate": True, "message": _degenerate_reason(x, y)}
+    result: dict[str, Any] = {
+        "n": len(x),
+        "tau": math.nan,
+        "tau_p": math.nan,
+        "rho": math.nan,
+        "rho_p": math.nan,
+        "degenerate": True,
+        "message": _degenerate_reason(x, y),
+    }
     if result["message"] is not None:
         return result
     from scipy import stats
 
     tau = stats.kendalltau(x, y)
     rho = stats.spearmanr(x, y)
-    result.update(tau=float(tau.statistic), tau_p=float(tau.pvalue), rho=float(rho.statistic),
-                  rho_p=float(rho.pvalue), degenerate=False)
+    result.update(
+        tau=float(tau.statistic),
+        tau_p=float(tau.pvalue),
+        rho=float(rho.statistic),
+        rho_p=float(rho.pvalue),
+        degenerate=False,
+    )
     return result
 
 
@@ -103,8 +115,10 @@ def describe(statistics: dict[str, Any]) -> str:
     n = statistics.get("n")
     if statistics.get("degenerate") or _missing(statistics.get("tau")):
         return f"Kendall tau n/a, Spearman rho n/a (n={n}): {statistics.get('message') or 'undefined'}"
-    return (f"Kendall tau {statistics['tau']:+.3f} (p {statistics['tau_p']:.3g}), "
-            f"Spearman rho {statistics['rho']:+.3f} (p {statistics['rho_p']:.3g}), n={n}")
+    return (
+        f"Kendall tau {statistics['tau']:+.3f} (p {statistics['tau_p']:.3g}), "
+        f"Spearman rho {statistics['rho']:+.3f} (p {statistics['rho_p']:.3g}), n={n}"
+    )
 
 
 def _missing(value: Any) -> bool:
@@ -137,8 +151,12 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
     for index, record in enumerate(candidates, 1):
         arch = tuple(int(c) for c in record["arch"])
         console.log(f"rank-check {index}/{len(candidates)}: {format_arch(arch)}")
-        result = run.train_standalone(arch, candidate_dir(run.dir, arch, schedule_scale),
-                                      f"rank-check {index}/{len(candidates)}", schedule_scale=schedule_scale)
+        result = run.train_standalone(
+            arch,
+            candidate_dir(run.dir, arch, schedule_scale),
+            f"rank-check {index}/{len(candidates)}",
+            schedule_scale=schedule_scale,
+        )
         entries.append(_entry(record, result))
     summary = _summary(entries, schedule_scale, run.config.search.on)
     if distributed.is_main():
@@ -167,8 +185,12 @@ def _summary(entries: list[dict[str, Any]], schedule_scale: float, search_on: st
     for entry, a, b in zip(entries, ranks(supernet), ranks(standalone)):
         entry["supernet_rank"], entry["standalone_rank"] = a, b
     statistics = rank_statistics(supernet, standalone)
-    return {**statistics, "schedule_scale": schedule_scale, "supernet_split": f"search ({search_on})",
-            "candidates": entries}
+    return {
+        **statistics,
+        "schedule_scale": schedule_scale,
+        "supernet_split": f"search ({search_on})",
+        "candidates": entries,
+    }
 
 
 def _json_safe(value: Any) -> Any:
@@ -192,9 +214,12 @@ def rank_check_table(run_dir: Path, summary: dict[str, Any]) -> Table:
     for column in ("MFLOPs", "supernet (rank)", "standalone (rank)"):
         table.add_column(column, justify="right", no_wrap=True)
     for entry in summary["candidates"]:
-        table.add_row(compact_arch(entry["arch"]), f"{entry['flops'] / 1e6:.1f}",
-                      f"{entry['supernet_score']:.4g} ({entry['supernet_rank']})",
-                      f"{entry['standalone_score']:.4g} ({entry['standalone_rank']})")
+        table.add_row(
+            compact_arch(entry["arch"]),
+            f"{entry['flops'] / 1e6:.1f}",
+            f"{entry['supernet_score']:.4g} ({entry['supernet_rank']})",
+            f"{entry['standalone_score']:.4g} ({entry['standalone_rank']})",
+        )
     table.caption = describe(summary) + "\n(supernet: search-split score; standalone: test-split score)"
     return table
 

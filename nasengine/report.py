@@ -32,7 +32,9 @@ def collect(directory: Path) -> dict[str, Any]:
         scores = sorted(r["score"] for r in history)
         summary["search_median_score"] = scores[len(scores) // 2]
     retrain = directory / "retrain"
-    summary["retrain"] = {p.name: read_json(p / "test.json") for p in sorted(retrain.glob("*")) if (p / "test.json").exists()}
+    summary["retrain"] = {
+        p.name: read_json(p / "test.json") for p in sorted(retrain.glob("*")) if (p / "test.json").exists()
+    }
     rank_check = directory / "report" / "rank_check.json"
     if rank_check.exists():  # written by `nasengine rank-check`
         summary["rank_check"] = read_json(rank_check)
@@ -66,12 +68,19 @@ def summary_table(directory: Path, summary: dict[str, Any]) -> Table:
     notes = []
     for label, result in summary.get("retrain", {}).items():
         search_score = f"{best['score']:.4f}" if label == "best" and best else ""
-        table.add_row(label, f"{result['flops'] / 1e6:.1f}", f"{result['params'] / 1e6:.2f}", search_score,
-                      f"{result['test']['score']:.4f}")
+        table.add_row(
+            label,
+            f"{result['flops'] / 1e6:.1f}",
+            f"{result['params'] / 1e6:.2f}",
+            search_score,
+            f"{result['test']['score']:.4f}",
+        )
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items() if k != "score")
         notes.append(f"{label}: {result['arch_text']}\n  test {metrics}")
     if best and not summary.get("retrain"):
-        table.add_row("best (search)", f"{best['flops'] / 1e6:.1f}", f"{best['params'] / 1e6:.2f}", f"{best['score']:.4f}", "")
+        table.add_row(
+            "best (search)", f"{best['flops'] / 1e6:.1f}", f"{best['params'] / 1e6:.2f}", f"{best['score']:.4f}", ""
+        )
         notes.append(f"best (search): {best['arch_text']}")
     table.caption = "\n".join(notes)
     return table

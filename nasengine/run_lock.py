@@ -18,17 +18,17 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 from nasengine.errors import NasEngineError
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock. Runs there are single-machine experiments, so rather than fail
-    fcntl = None  # we skip the lock (a no-op) and accept that two runs in one folder are not prevented.
+except ImportError:  # Windows: no flock. Runs there are single-machine experiments, so rather than fail, skip
+    fcntl = None  # type: ignore[assignment]  # no lock (a no-op): two runs in one folder are not prevented
 
 LOCK_NAME = ".lock"
 
@@ -62,8 +62,11 @@ def _holder_text(lock_path: Path) -> str:
 
 
 def _write_holder(fd: int) -> None:
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
@@ -112,12 +115,12 @@ class RunLock:
             return
         with _registry_guard:
             self.holds -= 1
-            entry = _held.get(self._key)
+            entry = _held.get(self._key)  # type: ignore[arg-type]
             if entry is None:  # forgotten in a forked child
                 return
             entry[1] -= 1
             if entry[1] == 0:
-                del _held[self._key]
+                del _held[self._key]  # type: ignore[arg-type]
                 if entry[0] >= 0:
                     fcntl.flock(entry[0], fcntl.LOCK_UN)
                     os.close(entry[0])

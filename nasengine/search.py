@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -54,7 +53,7 @@ def flops_constraint(space: Space, search: SearchConfig):
     limit_min, limit_max = search.flops_min, search.flops_max
     known = known_flops_range(space, search.flops_image_size)
     low, high = known if known else (limit_min, limit_max)
-    if limit_max < low or limit_min > high or limit_min > limit_max:
+    if limit_max < low or limit_min > high or limit_min > limit_max:  # type: ignore[operator]
         raise NasEngineError(
             f"no architecture of {space.name} fits FLOPs in [{limit_min:,.0f}, {limit_max:,.0f}]: the space spans "
             f"{_range_text(space, search.flops_image_size)} at {search.flops_image_size}px; "
@@ -62,31 +61,41 @@ def flops_constraint(space: Space, search: SearchConfig):
         )
 
     def legal(arch: Arch) -> bool:
-        return limit_min <= cost_of(space, arch, search.flops_image_size).flops <= limit_max
+        return limit_min <= cost_of(space, arch, search.flops_image_size).flops <= limit_max  # type: ignore[operator]
 
     return legal
 
 
 def check_asked(
-    strategy: str, candidates: Any, choices: Sequence[int], constraint: Callable[[Arch], bool], asked: set[Arch],
+    strategy: str,
+    candidates: Any,
+    choices: Sequence[int],
+    constraint: Callable[[Arch], bool],
+    asked: set[Arch],
     constraint_text: str = "the constraint",
 ) -> list[Arch]:
     """``candidates`` (what ``strategy``'s ``ask`` returned) as tuples, once each is checked: a sequence of
     ``len(choices)`` ints in range, ``constraint(arch)`` True, and neither in ``asked`` nor twice in the batch.
     The first that is not gives a one-line NasEngineError naming the strategy."""
     if not isinstance(candidates, (list, tuple)):
-        raise NasEngineError(f"strategy {strategy!r}: ask() returned a {type(candidates).__name__}, not a list of "
-                             "architectures; return a list (empty when nothing is left)")
+        raise NasEngineError(
+            f"strategy {strategy!r}: ask() returned a {type(candidates).__name__}, not a list of "
+            "architectures; return a list (empty when nothing is left)"
+        )
     batch: list[Arch] = []
     for candidate in candidates:
         arch = _legal_arch(strategy, candidate, choices)
         if arch in asked or arch in batch:
-            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)} twice; a strategy must never "
-                                 "propose an architecture it proposed before (keep a set of everything asked)")
+            raise NasEngineError(
+                f"strategy {strategy!r} asked for {format_arch(arch)} twice; a strategy must never "
+                "propose an architecture it proposed before (keep a set of everything asked)"
+            )
         if not constraint(arch):
-            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, which breaks "
-                                 f"{constraint_text}; a strategy must only propose archs for which constraint(arch) "
-                                 "is True")
+            raise NasEngineError(
+                f"strategy {strategy!r} asked for {format_arch(arch)}, which breaks "
+                f"{constraint_text}; a strategy must only propose archs for which constraint(arch) "
+                "is True"
+            )
         batch.append(arch)
     return batch
 
@@ -100,12 +109,16 @@ def _legal_arch(strategy: str, candidate: Any, choices: Sequence[int]) -> Arch:
         raise NasEngineError(f"strategy {strategy!r} asked for {candidate!r}, which is not a tuple of ints; {fix}")
     arch = tuple(int(c) for c in candidate)
     if len(arch) != len(choices):
-        raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, {len(arch)} positions where the "
-                             f"space has {len(choices)}; {fix}")
+        raise NasEngineError(
+            f"strategy {strategy!r} asked for {format_arch(arch)}, {len(arch)} positions where the "
+            f"space has {len(choices)}; {fix}"
+        )
     for position, (choice, count) in enumerate(zip(arch, choices)):
         if not 0 <= choice < count:
-            raise NasEngineError(f"strategy {strategy!r} asked for {format_arch(arch)}, whose choice {choice} at "
-                                 f"position {position} is outside 0..{count - 1}; {fix}")
+            raise NasEngineError(
+                f"strategy {strategy!r} asked for {format_arch(arch)}, whose choice {choice} at "
+                f"position {position} is outside 0..{count - 1}; {fix}"
+            )
     return arch
 
 
@@ -177,19 +190,31 @@ def run_search(
                     else:
                         history.records[arch] = record
                     best = history.best()
-                    bar.update(len(asked) + len(candidates) - len(pending) + start + len(chunk),
-                               best=f"{best['score']:.4g}", last=f"{record['score']:.4g}")
+                    bar.update(
+                        len(asked) + len(candidates) - len(pending) + start + len(chunk),
+                        best=f"{best['score']:.4g}",  # type: ignore[index]
+                        last=f"{record['score']:.4g}",
+                    )
             strategy.tell([(arch, history[arch]["score"]) for arch in candidates])
             if not candidates and not strategy.finished:
-                raise NasEngineError(f"strategy {search.strategy!r} asked for no candidates but is not finished; "
-                                     "a strategy must be finished once an empty batch is told")
+                raise NasEngineError(
+                    f"strategy {search.strategy!r} asked for no candidates but is not finished; "
+                    "a strategy must be finished once an empty batch is told"
+                )
             asked.extend(candidates)
             generation += 1
             bar.update(len(asked), best=f"{max(history[a]['score'] for a in asked):.4g}")
     best = max((history[arch] for arch in asked), key=lambda r: r["score"])
-    summary = {"arch": best["arch"], "arch_text": format_arch(best["arch"]), "score": best["score"],
-               "flops": best["flops"], "params": best["params"], "metrics": best["metrics"],
-               "candidates": len(asked), "strategy": search.strategy}
+    summary = {
+        "arch": best["arch"],
+        "arch_text": format_arch(best["arch"]),
+        "score": best["score"],
+        "flops": best["flops"],
+        "params": best["params"],
+        "metrics": best["metrics"],
+        "candidates": len(asked),
+        "strategy": search.strategy,
+    }
     if distributed.is_main():
         write_json(summary, out_dir / "best.json")
     return summary
@@ -204,4 +229,3 @@ def _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, s
     gathered: list[Any] = [None] * distributed.world_size()
     dist.all_gather_object(gathered, (mine, result))
     return [(tuple(arch), res) for arch, res in gathered if arch is not None]
-

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def candidates_to_reach(curve: Sequence[float], target: float) -> int | None:
     return None
 
 
-def compare_scores(scores: dict[str, Sequence[float]], k: int) -> dict[str, Any]:
+def compare_scores(scores: Mapping[str, Sequence[float]], k: int) -> dict[str, Any]:
     """Compare two searches by their top-``k`` curves.
 
     ``scores`` maps two labels (e.g. ``evolution``, ``random``) to their scores in evaluation order.
@@ -115,8 +115,10 @@ def _histories(directory: Path, strategy: str) -> tuple[SearchConfig, dict[str, 
 
     search = configuration.load(directory / "config.toml").search
     folders = {search.strategy: "search", strategy: comparison_folder(strategy)}
-    scores = {label: [r["score"] for r in read_history(directory / folder / "history.jsonl")]
-              for label, folder in folders.items()}
+    scores = {
+        label: [r["score"] for r in read_history(directory / folder / "history.jsonl")]
+        for label, folder in folders.items()
+    }
     return search, scores
 
 
@@ -161,8 +163,13 @@ def plot_comparison(directory: Path, out: Path, strategy: str = COMPARED_STRATEG
     fig, ax = plt.subplots(figsize=(6, 4))
     for index, (label, values) in enumerate(scores.items()):
         curve = topk_curve(values, k)
-        ax.plot(range(1, len(curve) + 1), curve, drawstyle="steps-post", color=f"C{index}",
-                label=f"{label} ({len(values)} candidates)")
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            drawstyle="steps-post",
+            color=f"C{index}",
+            label=f"{label} ({len(values)} candidates)",
+        )
     ax.set_xlim(left=1)
     ax.set_title(f"{' vs '.join(scores)} search on the same supernet")
     ax.set_xlabel("candidates evaluated")
@@ -179,17 +186,32 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
     """The comparison as a table: final top-k means and the candidates each search needed."""
     k = comparison["k"]
     labels = list(comparison["strategies"])
-    table = Table(title=f"{' vs '.join(labels)} search: mean of the top-{k} search-split scores",
-                  title_justify="left", caption_justify="left")
-    for column in ("search", "candidates", f"final top-{k} mean", "to reach the other's final",
-                   "to reach the lower final"):
+    table = Table(
+        title=f"{' vs '.join(labels)} search: mean of the top-{k} search-split scores",
+        title_justify="left",
+        caption_justify="left",
+    )
+    for column in (
+        "search",
+        "candidates",
+        f"final top-{k} mean",
+        "to reach the other's final",
+        "to reach the lower final",
+    ):
         table.add_column(column, justify="left" if column == "search" else "right")
     for label, entry in comparison["strategies"].items():
         status = "" if entry.get("finished", True) else " (unfinished)"
-        table.add_row(f"{label}{status}", str(entry["candidates"]), _text(entry["final_top_k_mean"]),
-                      _count(entry["to_reach_other_final"]), _count(entry["to_reach_lower_final"]))
-    table.caption = (f"lower final top-{k} mean: {_text(comparison['lower_final'])}; "
-                     "'to reach' = candidates evaluated until the top-k mean first got there")
+        table.add_row(
+            f"{label}{status}",
+            str(entry["candidates"]),
+            _text(entry["final_top_k_mean"]),
+            _count(entry["to_reach_other_final"]),
+            _count(entry["to_reach_lower_final"]),
+        )
+    table.caption = (
+        f"lower final top-{k} mean: {_text(comparison['lower_final'])}; "
+        "'to reach' = candidates evaluated until the top-k mean first got there"
+    )
     return table
 
 
@@ -213,8 +235,9 @@ def budget_matched_options(
         raise NasEngineError(
             f"strategy {strategy} is this run's own search; run 'nasengine search RUN_DIR' without --strategy"
         )
-    reference = registry.create("strategy", search.strategy, choices=tuple(choices), constraint=_any_arch, seed=seed,
-                                **search.strategy_options)
+    reference = registry.create(
+        "strategy", search.strategy, choices=tuple(choices), constraint=_any_arch, seed=seed, **search.strategy_options
+    )
     budget = reference.budget
     if not budget:
         raise NasEngineError(f"strategy {search.strategy} does not state its budget, so --budget-like cannot match it")

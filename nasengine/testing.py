@@ -33,8 +33,18 @@ from nasengine.arch import format_arch
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Space, Strategy, Task
 
-__all__ = ["STRIDES", "TinyBackbone", "check_space", "check_space_attributes", "check_strategy", "check_task", "fake_constraint", "fake_score",
-           "has_cost_parts", "sample_archs"]
+__all__ = [
+    "STRIDES",
+    "TinyBackbone",
+    "check_space",
+    "check_space_attributes",
+    "check_strategy",
+    "check_task",
+    "fake_constraint",
+    "fake_score",
+    "has_cost_parts",
+    "sample_archs",
+]
 
 STRIDES = (4, 8, 16, 32)
 """Strides of the four feature maps a detection backbone returns (C2–C5)."""
@@ -66,8 +76,10 @@ def check_space(
     with _private_random():
         supernet = _call(who, "build_supernet()", space.build_supernet)
         if not callable(getattr(supernet, "activate", None)) or not isinstance(supernet, nn.Module):
-            raise NasEngineError(f"{who}: build_supernet() returned a {type(supernet).__name__}; return a "
-                                 "nasengine.interfaces.Supernet (an nn.Module with activate(arch))")
+            raise NasEngineError(
+                f"{who}: build_supernet() returned a {type(supernet).__name__}; return a "
+                "nasengine.interfaces.Supernet (an nn.Module with activate(arch))"
+            )
         _randomise_norm_layers(supernet)
         supernet.eval()
         images = torch.randn(2, 3, image_size, image_size)
@@ -80,36 +92,49 @@ def check_space(
 def _space_label(space: Any) -> str:
     name = getattr(space, "name", None)
     if not isinstance(name, str) or not name:
-        raise NasEngineError(f"space class {type(space).__name__} has no name; set the class attribute "
-                             "name = \"my-space\" (the name it is registered under)")
+        raise NasEngineError(
+            f"space class {type(space).__name__} has no name; set the class attribute "
+            'name = "my-space" (the name it is registered under)'
+        )
     return f"space {name!r}"
 
 
 def _check_space_attributes(space: Space, who: str) -> None:
     choices = getattr(space, "choices", None)
     if not isinstance(choices, tuple) or not choices or not all(_is_int(n) and n >= 1 for n in choices):
-        raise NasEngineError(f"{who}: choices must be a non-empty tuple of ints >= 1 (the options of each "
-                             f"searchable position), not {choices!r}")
+        raise NasEngineError(
+            f"{who}: choices must be a non-empty tuple of ints >= 1 (the options of each "
+            f"searchable position), not {choices!r}"
+        )
     out_channels = getattr(space, "out_channels", None)
-    if not isinstance(out_channels, (list, tuple)) or not out_channels or not all(
-        _is_int(c) and c >= 1 for c in out_channels
+    if (
+        not isinstance(out_channels, (list, tuple))
+        or not out_channels
+        or not all(_is_int(c) and c >= 1 for c in out_channels)
     ):
-        raise NasEngineError(f"{who}: out_channels must be a non-empty list of positive ints (the channels of each "
-                             f"feature map the backbone returns), not {out_channels!r}")
+        raise NasEngineError(
+            f"{who}: out_channels must be a non-empty list of positive ints (the channels of each "
+            f"feature map the backbone returns), not {out_channels!r}"
+        )
     if not hasattr(space, "named"):
-        raise NasEngineError(f"{who} has no named; set named = {{}} (or a dict of architectures by name, "
-                             "e.g. the baseline's)")
+        raise NasEngineError(
+            f"{who} has no named; set named = {{}} (or a dict of architectures by name, e.g. the baseline's)"
+        )
     if not isinstance(space.named, dict):
-        raise NasEngineError(f"{who}: named must be a dict of architectures by name, not a "
-                             f"{type(space.named).__name__}")
+        raise NasEngineError(
+            f"{who}: named must be a dict of architectures by name, not a {type(space.named).__name__}"
+        )
     for arch_name, arch in space.named.items():
         if not _fits(arch, choices):
-            raise NasEngineError(f"{who}: named architecture {arch_name!r} = {arch!r} does not fit choices "
-                                 f"{choices}; give one index per position, 0 <= arch[i] < choices[i]")
+            raise NasEngineError(
+                f"{who}: named architecture {arch_name!r} = {arch!r} does not fit choices "
+                f"{choices}; give one index per position, 0 <= arch[i] < choices[i]"
+            )
     baseline = getattr(space, "baseline_name", None)
     if baseline is not None and baseline not in space.named:
-        raise NasEngineError(f"{who}: baseline_name {baseline!r} is not in named; add it to named or set "
-                             "baseline_name = None")
+        raise NasEngineError(
+            f"{who}: baseline_name {baseline!r} is not in named; add it to named or set baseline_name = None"
+        )
 
 
 def check_space_attributes(space: Space) -> None:
@@ -122,17 +147,22 @@ def _check_options(plugin: Space | Task, who: str) -> None:
     """``options()`` is a dict, and ``type(plugin)(**options)`` rebuilds a plugin with the same options."""
     options = _call(who, "options()", plugin.options)
     if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
-        raise NasEngineError(f"{who}: options() must return a dict of the constructor's keyword arguments, "
-                             f"not {options!r}")
+        raise NasEngineError(
+            f"{who}: options() must return a dict of the constructor's keyword arguments, not {options!r}"
+        )
     cls = type(plugin).__name__
     try:
         rebuilt = type(plugin)(**options)
     except TypeError as exc:
-        raise NasEngineError(f"{who}: {cls}(**options()) fails ({_one_line(exc)}); options() must return exactly "
-                             "the constructor's keyword arguments") from exc
+        raise NasEngineError(
+            f"{who}: {cls}(**options()) fails ({_one_line(exc)}); options() must return exactly "
+            "the constructor's keyword arguments"
+        ) from exc
     if rebuilt.options() != options:
-        raise NasEngineError(f"{who}: {cls}(**options()) has options {rebuilt.options()!r}, not "
-                             f"{options!r}; options() must return exactly the keyword arguments that rebuild it")
+        raise NasEngineError(
+            f"{who}: {cls}(**options()) has options {rebuilt.options()!r}, not "
+            f"{options!r}; options() must return exactly the keyword arguments that rebuild it"
+        )
 
 
 def sample_archs(choices: Sequence[int], count: int, seed: int = 0) -> list[Arch]:
@@ -155,17 +185,18 @@ def _randomise_norm_layers(module: nn.Module) -> None:
             if isinstance(layer, nn.modules.batchnorm._NormBase):
                 if layer.running_mean is not None:
                     layer.running_mean.normal_(0, 0.1)
-                    layer.running_var.uniform_(0.5, 1.5)
+                    layer.running_var.uniform_(0.5, 1.5)  # type: ignore[union-attr]
                 if layer.affine:
                     layer.weight.uniform_(0.5, 1.5)
                     layer.bias.normal_(0, 0.1)
 
 
-def _check_path(space: Space, who: str, supernet: nn.Module, arch: Arch, images: torch.Tensor,
-                detection: bool) -> nn.Module:
+def _check_path(
+    space: Space, who: str, supernet: nn.Module, arch: Arch, images: torch.Tensor, detection: bool
+) -> nn.Module:
     """The supernet's path ``arch`` against its extracted and its built network; returns the built one."""
     text = format_arch(arch)
-    _call(who, f"supernet.activate({text})", supernet.activate, arch)
+    _call(who, f"supernet.activate({text})", supernet.activate, arch)  # type: ignore[arg-type]
     with torch.no_grad():
         expected = _call(who, f"the supernet's forward on {text}", supernet, images)
     _check_feature_maps(who, "the supernet", expected, space.out_channels, images, detection)
@@ -175,7 +206,7 @@ def _check_path(space: Space, who: str, supernet: nn.Module, arch: Arch, images:
         got = _call(who, f"the forward of extract_network(supernet, {text})", extracted, images)
     _check_feature_maps(who, "extract_network(...)", got, space.out_channels, images, detection)
     for index, (want, have) in enumerate(zip(expected, got)):
-        if want.shape != have.shape or not torch.allclose(have, want, **TOLERANCE):
+        if want.shape != have.shape or not torch.allclose(have, want, **TOLERANCE):  # type: ignore[arg-type]
             gap = (have - want).abs().max().item() if want.shape == have.shape else math.inf
             raise NasEngineError(
                 f"{who}: extract_network(supernet, {text}) computes other outputs than the supernet's path (feature "
@@ -187,24 +218,34 @@ def _check_path(space: Space, who: str, supernet: nn.Module, arch: Arch, images:
     return network
 
 
-def _check_feature_maps(who: str, source: str, maps: Any, out_channels: Sequence[int], images: torch.Tensor,
-                        detection: bool) -> None:
+def _check_feature_maps(
+    who: str, source: str, maps: Any, out_channels: Sequence[int], images: torch.Tensor, detection: bool
+) -> None:
     if not isinstance(maps, (list, tuple)) or not all(isinstance(m, torch.Tensor) for m in maps):
-        raise NasEngineError(f"{who}: {source} returns a {type(maps).__name__}; forward must return a list with one "
-                             "feature map (a tensor) per out_channels entry")
+        raise NasEngineError(
+            f"{who}: {source} returns a {type(maps).__name__}; forward must return a list with one "
+            "feature map (a tensor) per out_channels entry"
+        )
     if len(maps) != len(out_channels):
-        raise NasEngineError(f"{who}: {source} returns {len(maps)} feature maps but out_channels lists "
-                             f"{len(out_channels)}; out_channels needs one channel count per feature map returned")
+        raise NasEngineError(
+            f"{who}: {source} returns {len(maps)} feature maps but out_channels lists "
+            f"{len(out_channels)}; out_channels needs one channel count per feature map returned"
+        )
     if detection and len(maps) != len(STRIDES):
-        raise NasEngineError(f"{who} has {len(maps)} feature maps; detection tasks need 4, at strides 4, 8, 16 and "
-                             "32 (C2–C5)")
+        raise NasEngineError(
+            f"{who} has {len(maps)} feature maps; detection tasks need 4, at strides 4, 8, 16 and 32 (C2–C5)"
+        )
     for index, (feature, channels) in enumerate(zip(maps, out_channels)):
         if feature.ndim != 4 or feature.shape[0] != len(images):
-            raise NasEngineError(f"{who}: feature map {index} of {source} has shape {tuple(feature.shape)} for "
-                                 f"{len(images)} images; feature maps are (N, C, H, W)")
+            raise NasEngineError(
+                f"{who}: feature map {index} of {source} has shape {tuple(feature.shape)} for "
+                f"{len(images)} images; feature maps are (N, C, H, W)"
+            )
         if feature.shape[1] != channels:
-            raise NasEngineError(f"{who}: feature map {index} of {source} has {feature.shape[1]} channels but "
-                                 f"out_channels[{index}] is {channels}; make out_channels match what forward returns")
+            raise NasEngineError(
+                f"{who}: feature map {index} of {source} has {feature.shape[1]} channels but "
+                f"out_channels[{index}] is {channels}; make out_channels match what forward returns"
+            )
     if detection:
         _check_strides(who, source, maps, images.shape[-1])
 
@@ -227,12 +268,18 @@ def _check_same_weights(who: str, text: str, built: nn.Module, extracted: nn.Mod
         return
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
     reshaped = sorted(key for key in set(want) & set(have) if want[key] != have[key])
-    detail = (f"{missing[0]!r} only in build_network" if missing else
-              f"{extra[0]!r} only in extract_network" if extra else
-              f"{reshaped[0]!r} is {want[reshaped[0]]} vs {have[reshaped[0]]}")
-    raise NasEngineError(f"{who}: build_network({text}) and extract_network(supernet, {text}) have different "
-                         f"weights ({detail}); extract_network must return build_network(arch) with the path's "
-                         "weights copied in")
+    detail = (
+        f"{missing[0]!r} only in build_network"
+        if missing
+        else f"{extra[0]!r} only in extract_network"
+        if extra
+        else f"{reshaped[0]!r} is {want[reshaped[0]]} vs {have[reshaped[0]]}"
+    )
+    raise NasEngineError(
+        f"{who}: build_network({text}) and extract_network(supernet, {text}) have different "
+        f"weights ({detail}); extract_network must return build_network(arch) with the path's "
+        "weights copied in"
+    )
 
 
 def has_cost_parts(space: Space) -> bool:
@@ -277,8 +324,12 @@ def fake_score(arch: Arch) -> float:
 
 
 def check_strategy(
-    strategy_cls: type[Strategy], choices: Sequence[int] = (3, 3, 3, 3), options: Mapping[str, Any] | None = None,
-    *, seed: int = 0, budget: int = 10_000,
+    strategy_cls: type[Strategy],
+    choices: Sequence[int] = (3, 3, 3, 3),
+    options: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    budget: int = 10_000,
 ) -> None:
     """Check ``strategy_cls`` against the rules of :class:`nasengine.interfaces.Strategy`.
 
@@ -298,15 +349,19 @@ def check_strategy(
     _check_replay(f"strategy {name!r}", seed, first, second)
 
 
-def _drive(strategy_cls: type[Strategy], name: str, choices: Arch, options: dict[str, Any], seed: int,
-           budget: int) -> list[list[Arch]]:
+def _drive(
+    strategy_cls: type[Strategy], name: str, choices: Arch, options: dict[str, Any], seed: int, budget: int
+) -> list[list[Arch]]:
     """Ask and tell until the strategy is finished; the batches it asked, each checked."""
     from nasengine.search import check_asked
 
     who = f"strategy {name!r}"
     constraint = fake_constraint(choices)
-    strategy = _call(who, f"{strategy_cls.__name__}(choices, constraint, seed, **{options!r})",
-                     lambda: strategy_cls(choices=choices, constraint=constraint, seed=seed, **options))
+    strategy = _call(
+        who,
+        f"{strategy_cls.__name__}(choices, constraint, seed, **{options!r})",
+        lambda: strategy_cls(choices=choices, constraint=constraint, seed=seed, **options),
+    )
     asked: set[Arch] = set()
     batches: list[list[Arch]] = []
     while not strategy.finished:
@@ -323,15 +378,20 @@ def _drive(strategy_cls: type[Strategy], name: str, choices: Arch, options: dict
         batches.append(batch)
         _call(who, "tell(results)", strategy.tell, [(arch, fake_score(arch)) for arch in batch])
         if not batch and not strategy.finished:
-            raise NasEngineError(f"{who} asked for no candidates but is not finished; finished must be True once an "
-                                 "empty batch is told")
+            raise NasEngineError(
+                f"{who} asked for no candidates but is not finished; finished must be True once an empty batch is told"
+            )
         if len(asked) > budget:
-            raise NasEngineError(f"{who} is not finished after {len(asked)} candidates (the check's budget is "
-                                 f"{budget}); finished must turn True once the strategy's budget is spent")
+            raise NasEngineError(
+                f"{who} is not finished after {len(asked)} candidates (the check's budget is "
+                f"{budget}); finished must turn True once the strategy's budget is spent"
+            )
     declared = getattr(strategy, "budget", None)
     if declared is not None and len(asked) > declared:
-        raise NasEngineError(f"{who} asked for {len(asked)} candidates but its budget says {declared}; budget is the "
-                             "total number of candidates it asks for")
+        raise NasEngineError(
+            f"{who} asked for {len(asked)} candidates but its budget says {declared}; budget is the "
+            "total number of candidates it asks for"
+        )
     return batches
 
 
@@ -339,22 +399,29 @@ ENUMERABLE = 100_000
 """Spaces up to this size are enumerated to count the legal architectures a strategy left unasked."""
 
 
-def _unsatisfiable(who: str, exc: Exception, choices: Arch, constraint: Callable[[Arch], bool],
-                   asked: set[Arch]) -> NasEngineError:
+def _unsatisfiable(
+    who: str, exc: Exception, choices: Arch, constraint: Callable[[Arch], bool], asked: set[Arch]
+) -> NasEngineError:
     if math.prod(choices) > ENUMERABLE:
-        return NasEngineError(f"{who} raised ConstraintUnsatisfiable ({exc}) after {len(asked)} candidates, in a "
-                              f"space of {math.prod(choices):.3g} where most architectures are legal under the "
-                              "check's constraint; look further before giving up")
+        return NasEngineError(
+            f"{who} raised ConstraintUnsatisfiable ({exc}) after {len(asked)} candidates, in a "
+            f"space of {math.prod(choices):.3g} where most architectures are legal under the "
+            "check's constraint; look further before giving up"
+        )
     left = sum(1 for arch in itertools.product(*map(range, choices)) if arch not in asked and constraint(arch))
     if left:
-        return NasEngineError(f"{who} raised ConstraintUnsatisfiable ({exc}) although {left} legal architectures "
-                              "were never asked; look further (e.g. enumerate a small space) before giving up")
-    return NasEngineError(f"{who} raised ConstraintUnsatisfiable ({exc}) once every legal architecture was asked; "
-                          "return a short (or empty) batch and become finished instead")
+        return NasEngineError(
+            f"{who} raised ConstraintUnsatisfiable ({exc}) although {left} legal architectures "
+            "were never asked; look further (e.g. enumerate a small space) before giving up"
+        )
+    return NasEngineError(
+        f"{who} raised ConstraintUnsatisfiable ({exc}) once every legal architecture was asked; "
+        "return a short (or empty) batch and become finished instead"
+    )
 
 
 def _check_replay(who: str, seed: int, first: list[list[Arch]], second: list[list[Arch]]) -> None:
-    for index, (was, now) in enumerate(itertools.zip_longest(first, second, fillvalue=[]), start=1):
+    for index, (was, now) in enumerate(itertools.zip_longest(first, second, fillvalue=[]), start=1):  # type: ignore[var-annotated]
         if was == now:
             continue
         where = next((i for i, (a, b) in enumerate(zip(was, now)) if a != b), min(len(was), len(now)))
@@ -412,8 +479,11 @@ def check_task(task: Task, *, backbone: nn.Module | None = None, out_channels: S
         _check_batch(who, batch)
         if backbone is None:
             backbone, out_channels = TinyBackbone(), TinyBackbone.out_channels
-        channels = list(out_channels or getattr(backbone, "out_channels", None)
-                        or _call(who, "the backbone's forward on a 64-px image", _channels_of, backbone))
+        channels = list(
+            out_channels
+            or getattr(backbone, "out_channels", None)
+            or _call(who, "the backbone's forward on a 64-px image", _channels_of, backbone)
+        )
         model = _call(who, "build_model(backbone, out_channels)", task.build_model, backbone, channels)
         _check_loss(who, task, model, backbone, batch)
         _check_evaluate(who, task, model)
@@ -422,21 +492,26 @@ def check_task(task: Task, *, backbone: nn.Module | None = None, out_channels: S
 def _task_label(task: Any) -> str:
     name = getattr(task, "name", None)
     if not isinstance(name, str) or not name:
-        raise NasEngineError(f"task class {type(task).__name__} has no name; set the class attribute "
-                             "name = \"my-task\" (the name it is registered under)")
+        raise NasEngineError(
+            f"task class {type(task).__name__} has no name; set the class attribute "
+            'name = "my-task" (the name it is registered under)'
+        )
     return f"task {name!r}"
 
 
 def _check_task_attributes(task: Task, who: str) -> None:
     if task.kind not in ("classification", "detection"):
-        raise NasEngineError(f"{who}: kind must be \"classification\" or \"detection\", not {task.kind!r}")
+        raise NasEngineError(f'{who}: kind must be "classification" or "detection", not {task.kind!r}')
     missing = [split for split in REQUIRED_SPLITS if split not in task.splits]
     if missing:
         raise NasEngineError(f"{who}: splits lacks {', '.join(missing)}; the engine uses train, search, test and calib")
     for attribute in ("base_lr", "base_batch_size", "batch_size"):
         value = getattr(task, attribute, None)
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0 or (
-            attribute != "base_lr" and not _is_int(value)
+        if (
+            not isinstance(value, numbers.Real)
+            or isinstance(value, bool)
+            or not value > 0  # type: ignore[operator]
+            or (attribute != "base_lr" and not _is_int(value))
         ):
             kind = "a positive number" if attribute == "base_lr" else "a positive int"
             raise NasEngineError(f"{who}: {attribute} must be {kind}, not {value!r}")
@@ -446,8 +521,9 @@ def _check_task_attributes(task: Task, who: str) -> None:
 
 
 def _first_batch(task: Task, who: str) -> Any:
-    loader = _call(who, 'loader("search", train=False, batch_size=2)',
-                   lambda: task.loader("search", train=False, batch_size=2))
+    loader = _call(
+        who, 'loader("search", train=False, batch_size=2)', lambda: task.loader("search", train=False, batch_size=2)
+    )
     batch = _call(who, "the first batch of the search split", lambda: next(iter(loader), None))
     if batch is None:
         raise NasEngineError(f"{who}: the search split is empty; give it images (e.g. a larger search_size)")
@@ -457,24 +533,32 @@ def _first_batch(task: Task, who: str) -> Any:
 def _check_batch(who: str, batch: Any) -> int:
     """The number of images in ``batch`` after checking it is ``(images, targets)``."""
     if not isinstance(batch, (tuple, list)) or not batch:
-        raise NasEngineError(f"{who}: a batch is a {type(batch).__name__}, not (images, targets); collate must return "
-                             "the images first (the engine counts len(batch[0]))")
+        raise NasEngineError(
+            f"{who}: a batch is a {type(batch).__name__}, not (images, targets); collate must return "
+            "the images first (the engine counts len(batch[0]))"
+        )
     images = batch[0]
     if isinstance(images, torch.Tensor) and images.ndim == 4:
         count = images.shape[0]
-    elif isinstance(images, (list, tuple)) and images and all(
-        isinstance(i, torch.Tensor) and i.ndim == 3 for i in images
+    elif (
+        isinstance(images, (list, tuple))
+        and images
+        and all(isinstance(i, torch.Tensor) and i.ndim == 3 for i in images)
     ):
         count = len(images)
     else:
-        raise NasEngineError(f"{who}: batch[0] is not the images (a (N, C, H, W) tensor or a list of (C, H, W) "
-                             "tensors); collate must return (images, targets), images first")
+        raise NasEngineError(
+            f"{who}: batch[0] is not the images (a (N, C, H, W) tensor or a list of (C, H, W) "
+            "tensors); collate must return (images, targets), images first"
+        )
     if not 1 <= count <= 2:
-        raise NasEngineError(f"{who}: loader(batch_size=2) gave a batch of {count} images; pass batch_size on to "
-                             "the DataLoader")
+        raise NasEngineError(
+            f"{who}: loader(batch_size=2) gave a batch of {count} images; pass batch_size on to the DataLoader"
+        )
     if len(batch) > 1 and hasattr(batch[1], "__len__") and len(batch[1]) != count:
-        raise NasEngineError(f"{who}: a batch holds {count} images but {len(batch[1])} targets; give one target per "
-                             "image")
+        raise NasEngineError(
+            f"{who}: a batch holds {count} images but {len(batch[1])} targets; give one target per image"
+        )
     return count
 
 
@@ -496,12 +580,15 @@ def _check_loss(who: str, task: Task, model: nn.Module, backbone: nn.Module, bat
     if not torch.isfinite(loss):
         raise NasEngineError(f"{who}: loss(model, batch) is {loss.item()} on a fresh model; it must be finite")
     if not loss.requires_grad:
-        raise NasEngineError(f"{who}: loss(model, batch) has no gradient (detached, or computed without "
-                             "gradients); return the tensor the optimiser back-propagates")
+        raise NasEngineError(
+            f"{who}: loss(model, batch) has no gradient (detached, or computed without "
+            "gradients); return the tensor the optimiser back-propagates"
+        )
     _call(who, "loss.backward()", loss.backward)
     if not any(p.grad is not None for p in backbone.parameters()):
-        raise NasEngineError(f"{who}: the loss's gradient does not reach the backbone; build_model must run the "
-                             "backbone it is given")
+        raise NasEngineError(
+            f"{who}: the loss's gradient does not reach the backbone; build_model must run the backbone it is given"
+        )
     model.zero_grad(set_to_none=True)
 
 
@@ -510,8 +597,9 @@ def _check_evaluate(who: str, task: Task, model: nn.Module) -> None:
     model.train()
     metrics = _call(who, "evaluate(model, loader)", task.evaluate, model, loader)
     if not isinstance(metrics, dict) or "score" not in metrics:
-        raise NasEngineError(f"{who}: evaluate returned {_describe(metrics)}; return a dict of floats with a "
-                             "'score' (higher is better)")
+        raise NasEngineError(
+            f"{who}: evaluate returned {_describe(metrics)}; return a dict of floats with a 'score' (higher is better)"
+        )
     score = metrics["score"]
     if not isinstance(score, numbers.Real) or isinstance(score, bool):
         raise NasEngineError(f"{who}: evaluate's score is {_describe(score)}; make it a float (higher is better)")
@@ -519,8 +607,9 @@ def _check_evaluate(who: str, task: Task, model: nn.Module) -> None:
         try:
             float(value)
         except (TypeError, ValueError):
-            raise NasEngineError(f"{who}: evaluate's metric {key!r} is {_describe(value)}; every metric must be a "
-                                 "number") from None
+            raise NasEngineError(
+                f"{who}: evaluate's metric {key!r} is {_describe(value)}; every metric must be a number"
+            ) from None
     if not model.training:
         raise NasEngineError(f"{who}: evaluate left the model in eval mode; give it back in the mode it came in")
 
@@ -560,5 +649,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _fits(arch: Any, choices: Sequence[int]) -> bool:
-    return (isinstance(arch, (list, tuple)) and len(arch) == len(choices)
-            and all(_is_int(c) and 0 <= c < n for c, n in zip(arch, choices)))
+    return (
+        isinstance(arch, (list, tuple))
+        and len(arch) == len(choices)
+        and all(_is_int(c) and 0 <= c < n for c, n in zip(arch, choices))
+    )

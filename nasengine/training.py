@@ -32,7 +32,8 @@ from nasengine.seeds import ITERATION, derived_seed
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: none on normalisation layers and biases."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
         for name, param in module.named_parameters(recurse=False):
@@ -85,18 +86,28 @@ class ResumableBatchSampler(Sampler[list[int]]):
                 generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
                 mine = torch.randperm(self.size, generator=generator)[self.rank :: self.world]
                 current_epoch = epoch
-            yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+            yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()  # type: ignore[index]
 
 
 class Diverged(NasEngineError):
     """Training produced a non-finite loss, weight or BN statistic; the engine names the phase and the fix."""
 
-    def __init__(self, description: str, iteration: int, lr: float, what: str, checkpoint: Path | None,
-                 checkpoint_iteration: int | None):
+    def __init__(
+        self,
+        description: str,
+        iteration: int,
+        lr: float,
+        what: str,
+        checkpoint: Path | None,
+        checkpoint_iteration: int | None,
+    ):
         self.description, self.iteration, self.lr, self.what = description, iteration, lr, what
         self.checkpoint, self.checkpoint_iteration = checkpoint, checkpoint_iteration
-        newest = (f"the newest checkpoint is {checkpoint} (iteration {checkpoint_iteration})" if checkpoint
-                  else "there is no checkpoint of this phase yet")
+        newest = (
+            f"the newest checkpoint is {checkpoint} (iteration {checkpoint_iteration})"
+            if checkpoint
+            else "there is no checkpoint of this phase yet"
+        )
         super().__init__(f"{description}: {what} at iteration {iteration + 1} (lr {lr:.3g}); {newest}")
 
 
@@ -156,16 +167,21 @@ def train(
     worker processes (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    base_lr = schedule.lr if schedule.lr is not None else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
+    base_lr = (
+        schedule.lr
+        if schedule.lr is not None
+        else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
+    )
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
     checkpoint_path = out_dir / "checkpoint.pt"
     start, figures = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
     saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
 
     trained = _wrap_for_ddp(model, device)
-    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers,
-                        persistent_workers=False)
+    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)  # type: ignore[arg-type]
+    loader = DataLoader(
+        data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers, persistent_workers=False
+    )
     model.train()
     smoothed = figures.get("loss", math.nan)  # the smoothed loss continues across a resume
     with console.progress(schedule.iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
@@ -182,11 +198,21 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = _mean_loss(trained, task, batch, archs, activate)
             if not torch.isfinite(loss):
-                raise Diverged(description, iteration, lr, f"the loss became {loss.item()}",
-                               checkpoint_path if saved_at else None, saved_at)
+                raise Diverged(
+                    description,
+                    iteration,
+                    lr,
+                    f"the loss became {loss.item()}",
+                    checkpoint_path if saved_at else None,
+                    saved_at,
+                )
             loss.backward()
             optimizer.step()
-            overflow = state_overflow(model) if overflow_check_due(iteration, schedule.checkpoint_every, schedule.iterations) else None
+            overflow = (
+                state_overflow(model)
+                if overflow_check_due(iteration, schedule.checkpoint_every, schedule.iterations)
+                else None
+            )
             if overflow:
                 raise Diverged(description, iteration, lr, overflow, checkpoint_path if saved_at else None, saved_at)
             seconds = time.perf_counter() - tick
@@ -196,7 +222,10 @@ def train(
             figures = {"loss": smoothed, "lr": lr, "img/s": images_per_s}
             bar.update(iteration + 1, loss=smoothed, **{"img/s": images_per_s})
             if distributed.is_main():
-                log_file.write(json.dumps({"iteration": iteration + 1, "loss": value, "lr": lr, "images_per_s": images_per_s}) + "\n")
+                log_file.write(
+                    json.dumps({"iteration": iteration + 1, "loss": value, "lr": lr, "images_per_s": images_per_s})
+                    + "\n"
+                )
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
                 log_file.flush()
@@ -207,8 +236,9 @@ def train(
     return figures
 
 
-def _mean_loss(model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | None],
-               activate: Callable[[Arch], None] | None) -> torch.Tensor:
+def _mean_loss(
+    model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | None], activate: Callable[[Arch], None] | None
+) -> torch.Tensor:
     """The task's loss averaged over the iteration's paths (one ``None`` entry: a plain network)."""
     total = None
     for arch in archs:
@@ -216,11 +246,12 @@ def _mean_loss(model: nn.Module, task: Task, batch: Any, archs: Sequence[Arch | 
             activate(arch)
         loss = task.loss(model, batch)
         total = loss if total is None else total + loss
-    return total / len(archs)
+    return total / len(archs)  # type: ignore[operator,return-value]
 
 
-def resume_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, iterations: int,
-                          description: str) -> tuple[int, dict[str, float]]:
+def resume_training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, iterations: int, description: str
+) -> tuple[int, dict[str, float]]:
     """Load ``out_dir/checkpoint.pt`` into ``model`` and ``optimizer`` if it exists, drop log lines
     written after it, and return the iteration to continue from (0 for a fresh start) with the training
     figures saved with it (smoothed loss, lr, ...), so a resumed phase reports what an uninterrupted one would."""
@@ -237,8 +268,13 @@ def resume_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, ou
     return start, figures
 
 
-def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int, path: Path,
-                        figures: dict[str, float] | None = None) -> None:
+def save_training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    path: Path,
+    figures: dict[str, float] | None = None,
+) -> None:
     """Write the training state at ``iteration``, byte for byte what an uninterrupted run writes: the
     optimizer's per-parameter state is sorted by parameter index (its insertion order records which paths
     happened to be trained first since the process started) and wall-clock figures are left out."""
@@ -246,13 +282,17 @@ def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, iter
         optimizer_state = optimizer.state_dict()
         # pickle writes a string once per object: keys unpickled on resume are new objects, fresh ones are
         # interned literals, so both are interned here to give the same bytes
-        optimizer_state["state"] = {index: {sys.intern(name): value for name, value in entry.items()}
-                                    for index, entry in sorted(optimizer_state["state"].items())}
-        optimizer_state["param_groups"] = [{sys.intern(name): value for name, value in group.items()}
-                                           for group in optimizer_state["param_groups"]]
+        optimizer_state["state"] = {
+            index: {sys.intern(name): value for name, value in entry.items()}
+            for index, entry in sorted(optimizer_state["state"].items())
+        }
+        optimizer_state["param_groups"] = [
+            {sys.intern(name): value for name, value in group.items()} for group in optimizer_state["param_groups"]
+        ]
         steady = {key: value for key, value in (figures or {}).items() if key != "img/s"}  # no wall clock
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration,
-                         "figures": steady}, path)
+        save_checkpoint(
+            {"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration, "figures": steady}, path
+        )
     distributed.barrier()
 
 
@@ -263,7 +303,9 @@ def truncate_log(path: Path, iteration: int) -> None:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
-        raise NasEngineError(f"{path} is not UTF-8 text; delete it (the training log is rewritten from the checkpoint on)") from None
+        raise NasEngineError(
+            f"{path} is not UTF-8 text; delete it (the training log is rewritten from the checkpoint on)"
+        ) from None
     kept = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -273,7 +315,9 @@ def truncate_log(path: Path, iteration: int) -> None:
         except (ValueError, KeyError, TypeError):
             if number == len(lines):  # a torn last line: the process was killed while writing it
                 break
-            raise NasEngineError(f"{path} line {number} is not a training-log record; delete that line or the file") from None
+            raise NasEngineError(
+                f"{path} line {number} is not a training-log record; delete that line or the file"
+            ) from None
         if record_iteration <= iteration:
             kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))

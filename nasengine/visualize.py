@@ -16,7 +16,7 @@ def draw_detection_grid(task: Task, split: str, out: Path, count: int = 16, colu
     import matplotlib.pyplot as plt
 
     data = task.dataset(split, train=False)
-    count = min(count, len(data))
+    count = min(count, len(data))  # type: ignore[arg-type]
     rows = max(1, (count + columns - 1) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
     for index, ax in enumerate(axes.flat):
@@ -30,8 +30,15 @@ def draw_detection_grid(task: Task, split: str, out: Path, count: int = 16, colu
                 x0, y0, x1, y1 = box
                 colour = plt.cm.tab10(label % 10)
                 ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
-                ax.text(x0, y0, task.class_names[label - 1], color="white", fontsize=7, va="bottom",
-                        bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
+                ax.text(
+                    x0,
+                    y0,
+                    task.class_names[label - 1],
+                    color="white",
+                    fontsize=7,
+                    va="bottom",
+                    bbox={"facecolor": colour, "pad": 1, "linewidth": 0},
+                )
         else:
             ax.set_title(task.class_names[int(target)], fontsize=8)
     fig.tight_layout()

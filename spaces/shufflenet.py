@@ -24,12 +24,21 @@ from nasengine.interfaces import Arch, Space, Supernet
 KERNELS = (3, 5, 7, 3)
 """Depthwise kernel size of each choice (the Xception unit uses 3×3 throughout)."""
 
-def conv_bn(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, *, depthwise: bool = False,
-            relu: bool = False) -> list[nn.Module]:
+
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel: int = 1,
+    stride: int = 1,
+    *,
+    depthwise: bool = False,
+    relu: bool = False,
+) -> list[nn.Module]:
     """Conv (no bias) → BN (→ ReLU), as a list of layers to splice into an ``nn.Sequential``."""
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
-                  groups=in_channels if depthwise else 1, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel, stride, kernel // 2, groups=in_channels if depthwise else 1, bias=False
+        ),
         nn.BatchNorm2d(out_channels),
     ]
     if relu:
@@ -42,7 +51,9 @@ def stem(out_channels: int) -> nn.Sequential:
     return nn.Sequential(*conv_bn(3, out_channels, 3, 2, relu=True))
 
 
-def shufflenet_branch(in_channels: int, mid_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:
+def shufflenet_branch(
+    in_channels: int, mid_channels: int, out_channels: int, kernel: int, stride: int
+) -> nn.Sequential:
     """1×1 → BN → ReLU → depthwise k×k → BN → 1×1 → BN → ReLU."""
     return nn.Sequential(
         *conv_bn(in_channels, mid_channels, relu=True),
@@ -126,10 +137,16 @@ class ShuffleNetBackbone(nn.Module):
         stages = []
         in_channels = stem_channels
         for out_channels, n in zip(stage_channels, repeats):
-            stages.append(nn.Sequential(*(
-                ShuffleBlock(in_channels if j == 0 else out_channels, out_channels, 2 if j == 0 else 1, next(choices))
-                for j in range(n)
-            )))
+            stages.append(
+                nn.Sequential(
+                    *(
+                        ShuffleBlock(
+                            in_channels if j == 0 else out_channels, out_channels, 2 if j == 0 else 1, next(choices)
+                        )
+                        for j in range(n)
+                    )
+                )
+            )
             in_channels = out_channels
         self.stages = nn.ModuleList(stages)
 
@@ -151,10 +168,12 @@ class ShuffleNetSupernet(Supernet):
         stages = []
         in_channels = stem_channels
         for out_channels, n in zip(stage_channels, repeats):
-            stages.append(nn.ModuleList(
-                ChoiceBlock(in_channels if j == 0 else out_channels, out_channels, 2 if j == 0 else 1)
-                for j in range(n)
-            ))
+            stages.append(
+                nn.ModuleList(
+                    ChoiceBlock(in_channels if j == 0 else out_channels, out_channels, 2 if j == 0 else 1)
+                    for j in range(n)
+                )
+            )
             in_channels = out_channels
         self.stages = nn.ModuleList(stages)
         self.positions = sum(repeats)
@@ -163,11 +182,14 @@ class ShuffleNetSupernet(Supernet):
         arch = tuple(int(c) for c in arch)
         if len(arch) != self.positions or not all(0 <= c < len(KERNELS) for c in arch):
             raise NasEngineError(
-                f"architecture {arch} does not fit this supernet: it needs {self.positions} choices in 0..{len(KERNELS) - 1}"
+                f"architecture {arch} does not fit this supernet: it needs {self.positions} choices in "
+                f"0..{len(KERNELS) - 1}"
             )
         self.arch = arch
 
-    def distill_pairs(self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def distill_pairs(
+        self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if not isinstance(teacher, ShuffleNetBackbone) or len(teacher.stages) != len(self.stages):
             raise NasEngineError("the distillation teacher must be a standalone network of the same space")
         with torch.no_grad():
@@ -210,7 +232,8 @@ class ShuffleNetSpace(Space):
         arch = tuple(int(c) for c in arch)
         if len(arch) != len(self.choices) or not all(0 <= c < n for c, n in zip(arch, self.choices)):
             raise NasEngineError(
-                f"architecture {arch} does not fit {self.name}: it needs {len(self.choices)} choices in 0..{len(KERNELS) - 1}"
+                f"architecture {arch} does not fit {self.name}: it needs {len(self.choices)} choices in "
+                f"0..{len(KERNELS) - 1}"
             )
         return arch
 
@@ -259,12 +282,16 @@ class ShuffleNetSmall(ShuffleNetSpace):
     default_flops_max = 300e6  # the paper's search constraint for this space
 
     def __init__(self) -> None:
-        super().__init__(16, (64, 160, 320, 640), {
-            "detnas-coco-fpn-300m": (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2),
-            "detnas-coco-retinanet-300m": (2, 3, 1, 1, 3, 2, 1, 3, 3, 1, 1, 1, 3, 3, 2, 0, 3, 3, 3, 3),
-            "detnas-voc-fpn-300m": (2, 1, 0, 3, 1, 3, 0, 3, 2, 0, 1, 1, 3, 3, 3, 3, 3, 3, 3, 1),
-            "detnas-voc-retinanet-300m": (1, 3, 0, 0, 2, 3, 3, 3, 2, 3, 3, 3, 3, 2, 2, 0, 2, 3, 1, 1),
-        })
+        super().__init__(
+            16,
+            (64, 160, 320, 640),
+            {
+                "detnas-coco-fpn-300m": (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2),
+                "detnas-coco-retinanet-300m": (2, 3, 1, 1, 3, 2, 1, 3, 3, 1, 1, 1, 3, 3, 2, 0, 3, 3, 3, 3),
+                "detnas-voc-fpn-300m": (2, 1, 0, 3, 1, 3, 0, 3, 2, 0, 1, 1, 3, 3, 3, 3, 3, 3, 3, 1),
+                "detnas-voc-retinanet-300m": (1, 3, 0, 0, 2, 3, 3, 3, 2, 3, 3, 3, 3, 2, 2, 0, 2, 3, 1, 1),
+            },
+        )
 
 
 class ShuffleNetLarge(ShuffleNetSpace):
@@ -272,7 +299,9 @@ class ShuffleNetLarge(ShuffleNetSpace):
     (stem 72, stages 172/432/864/1728)."""
 
     name = "shufflenet-large"
-    description = "DetNAS ShuffleNetV2 space, 40 blocks × 4 choices; width 1.3G (96/240/480/960) or 3.8G (172/432/864/1728)"
+    description = (
+        "DetNAS ShuffleNetV2 space, 40 blocks × 4 choices; width 1.3G (96/240/480/960) or 3.8G (172/432/864/1728)"
+    )
     repeats = (8, 8, 16, 8)
     baseline_name = "shufflenetv2-40"
     WIDTHS: ClassVar[dict[str, tuple[int, tuple[int, int, int, int]]]] = {
@@ -287,10 +316,54 @@ class ShuffleNetLarge(ShuffleNetSpace):
         self.width = width
         self.default_flops_max = self.FLOPS_LIMITS[width]
         stem_channels, stage_channels = self.WIDTHS[width]
-        super().__init__(stem_channels, stage_channels, {
-            "detnasnet": (0, 0, 3, 1, 2, 1, 0, 2, 0, 3, 1, 2, 3, 3, 2, 0, 2, 1, 1, 3,
-                          2, 0, 2, 2, 2, 1, 3, 1, 0, 3, 3, 3, 1, 3, 3, 3, 3, 3, 3, 3),
-        })
+        super().__init__(
+            stem_channels,
+            stage_channels,
+            {
+                "detnasnet": (
+                    0,
+                    0,
+                    3,
+                    1,
+                    2,
+                    1,
+                    0,
+                    2,
+                    0,
+                    3,
+                    1,
+                    2,
+                    3,
+                    3,
+                    2,
+                    0,
+                    2,
+                    1,
+                    1,
+                    3,
+                    2,
+                    0,
+                    2,
+                    2,
+                    2,
+                    1,
+                    3,
+                    1,
+                    0,
+                    3,
+                    3,
+                    3,
+                    1,
+                    3,
+                    3,
+                    3,
+                    3,
+                    3,
+                    3,
+                    3,
+                ),
+            },
+        )
 
     def options(self) -> dict[str, Any]:
         return {"width": self.width}

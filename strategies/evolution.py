@@ -51,10 +51,14 @@ class EvolutionStrategy(BatchStrategy):
         if self._scores:
             parents = self._parents()
             mutations = count // 2
-            self._fill(batch, mutations, lambda: mutate(self._rng.choice(parents), self.choices,
-                                                        self.mutation_prob, self._rng))
-            self._fill(batch, len(batch) + count - mutations,
-                       lambda: crossover(self._rng.choice(parents), self._rng.choice(parents), self._rng))
+            self._fill(
+                batch, mutations, lambda: mutate(self._rng.choice(parents), self.choices, self.mutation_prob, self._rng)
+            )
+            self._fill(
+                batch,
+                len(batch) + count - mutations,
+                lambda: crossover(self._rng.choice(parents), self._rng.choice(parents), self._rng),
+            )
         self._fill_random(batch, count)
         return batch
 

@@ -49,8 +49,15 @@ class Classifier(nn.Module):
     images that can be drawn as they are.
     """
 
-    def __init__(self, backbone: nn.Module, in_channels: int, num_classes: int, dropout: float,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        in_channels: int,
+        num_classes: int,
+        dropout: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = ClassificationHead(in_channels, num_classes, dropout)
@@ -96,14 +103,28 @@ class ClassificationTask(Task):
     mean: ClassVar[tuple[float, ...]] = (0.485, 0.456, 0.406)
     std: ClassVar[tuple[float, ...]] = (0.229, 0.224, 0.225)
 
-    def __init__(self, *, search_size: int, calib_size: int, test_size: int | None, split_seed: int,
-                 batch_size: int, dropout: float):
+    def __init__(
+        self,
+        *,
+        search_size: int,
+        calib_size: int,
+        test_size: int | None,
+        split_seed: int,
+        batch_size: int,
+        dropout: float,
+    ):
         self.search_size, self.calib_size, self.test_size = search_size, calib_size, test_size
         self.split_seed, self.batch_size, self.dropout = split_seed, batch_size, dropout
 
     def options(self) -> dict[str, Any]:
-        return {"search_size": self.search_size, "calib_size": self.calib_size, "test_size": self.test_size,
-                "split_seed": self.split_seed, "batch_size": self.batch_size, "dropout": self.dropout}
+        return {
+            "search_size": self.search_size,
+            "calib_size": self.calib_size,
+            "test_size": self.test_size,
+            "split_seed": self.split_seed,
+            "batch_size": self.batch_size,
+            "dropout": self.dropout,
+        }
 
     def build_model(self, backbone: nn.Module, out_channels: Sequence[int]) -> nn.Module:
         return Classifier(backbone, out_channels[-1], len(self.class_names), self.dropout, self.mean, self.std)
@@ -135,7 +156,12 @@ class ClassificationTask(Task):
             model.train(was_training)
         if seen == 0:
             raise NasEngineError(f"task {self.name!r}: the evaluation split is empty; enlarge it (e.g. search_size)")
-        return {"top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen, "loss": loss_sum / seen, "score": 100.0 * top1 / seen}
+        return {
+            "top1": 100.0 * top1 / seen,
+            "top5": 100.0 * top5 / seen,
+            "loss": loss_sum / seen,
+            "score": 100.0 * top1 / seen,
+        }
 
     def split_stats(self, split: str) -> dict[str, int]:
         counts = torch.bincount(self._labels(split), minlength=len(self.class_names)).tolist()
@@ -162,11 +188,25 @@ class FashionMnistTask(ClassificationTask):
     mean: ClassVar[tuple[float, ...]] = (0.219,) * 3
     std: ClassVar[tuple[float, ...]] = (0.332,) * 3
 
-    def __init__(self, data_root: str | None = None, image_size: int = 32, search_size: int = 5000,
-                 calib_size: int = 500, test_size: int | None = None, split_seed: int = 0, batch_size: int = 64,
-                 dropout: float = 0.1):
-        super().__init__(search_size=search_size, calib_size=calib_size, test_size=test_size, split_seed=split_seed,
-                         batch_size=batch_size, dropout=dropout)
+    def __init__(
+        self,
+        data_root: str | None = None,
+        image_size: int = 32,
+        search_size: int = 5000,
+        calib_size: int = 500,
+        test_size: int | None = None,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        dropout: float = 0.1,
+    ):
+        super().__init__(
+            search_size=search_size,
+            calib_size=calib_size,
+            test_size=test_size,
+            split_seed=split_seed,
+            batch_size=batch_size,
+            dropout=dropout,
+        )
         self.data_root, self.image_size = data_root, image_size
 
     def options(self) -> dict[str, Any]:
@@ -215,13 +255,29 @@ class ImageNetTask(ClassificationTask):
     """ImageNet (or any ImageFolder pair ``data_root/train/<class>/*``, ``data_root/val/<class>/*``)."""
 
     name: ClassVar[str] = "imagenet"
-    description: ClassVar[str] = "ImageNet-style ImageFolder data (data_root/train, data_root/val): the paper's pre-training task"
+    description: ClassVar[str] = (
+        "ImageNet-style ImageFolder data (data_root/train, data_root/val): the paper's pre-training task"
+    )
 
-    def __init__(self, data_root: str | None = None, image_size: int = 224, search_size: int = 10_000,
-                 calib_size: int = 500, test_size: int | None = None, split_seed: int = 0, batch_size: int = 32,
-                 dropout: float = 0.1):
-        super().__init__(search_size=search_size, calib_size=calib_size, test_size=test_size, split_seed=split_seed,
-                         batch_size=batch_size, dropout=dropout)
+    def __init__(
+        self,
+        data_root: str | None = None,
+        image_size: int = 224,
+        search_size: int = 10_000,
+        calib_size: int = 500,
+        test_size: int | None = None,
+        split_seed: int = 0,
+        batch_size: int = 32,
+        dropout: float = 0.1,
+    ):
+        super().__init__(
+            search_size=search_size,
+            calib_size=calib_size,
+            test_size=test_size,
+            split_seed=split_seed,
+            batch_size=batch_size,
+            dropout=dropout,
+        )
         self.data_root, self.image_size = data_root, image_size
 
     def options(self) -> dict[str, Any]:
@@ -262,7 +318,8 @@ class ImageNetTask(ClassificationTask):
         unknown = sorted(entry.name for entry in val_dir.iterdir() if entry.is_dir() and entry.name not in class_to_idx)
         if unknown:
             raise NasEngineError(
-                f"{val_dir} has classes missing from train/: {', '.join(unknown[:5])}; the two folders must name the same classes"
+                f"{val_dir} has classes missing from train/: {', '.join(unknown[:5])}; "
+                "the two folders must name the same classes"
             )
         val = make_dataset(str(val_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
         if not val:
@@ -275,17 +332,27 @@ class ImageNetTask(ClassificationTask):
             val = self._samples["val"]
             return val, subset(len(val), self.test_size, self.split_seed)
         train = self._samples["train"]
-        return train, hold_out(len(train), self.search_size, self.calib_size, self.split_seed, str(self._root / "train"))[split]
+        return train, hold_out(
+            len(train), self.search_size, self.calib_size, self.split_seed, str(self._root / "train")
+        )[split]
 
     def dataset(self, split: str, *, train: bool) -> Dataset:
         from torchvision import transforms as T
 
         samples, indices = self._indices(split)
         if train:
-            transform = T.Compose([T.RandomResizedCrop(self.image_size), T.RandomHorizontalFlip(),
-                                   T.ColorJitter(0.4, 0.4, 0.4), T.ToTensor()])
+            transform = T.Compose(
+                [
+                    T.RandomResizedCrop(self.image_size),
+                    T.RandomHorizontalFlip(),
+                    T.ColorJitter(0.4, 0.4, 0.4),
+                    T.ToTensor(),
+                ]
+            )
         else:
-            transform = T.Compose([T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size), T.ToTensor()])
+            transform = T.Compose(
+                [T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size), T.ToTensor()]
+            )
         return _ImageFiles(samples, indices, transform)
 
     def _labels(self, split: str) -> torch.Tensor:

@@ -53,7 +53,9 @@ from torchvision.transforms.functional import pil_to_tensor
 from nasengine import console, paths
 from nasengine.errors import NasEngineError
 
-OUTSIDE_TOLERANCE = 1.0  # pixels a box may pass its image's edge (rounding, 1-based exports) before it counts as outside
+OUTSIDE_TOLERANCE = (
+    1.0  # pixels a box may pass its image's edge (rounding, 1-based exports) before it counts as outside
+)
 XYXY_MIN_BOXES = 5  # fewer boxes outside their image than this are only clipped, whatever their share
 PROGRESS_FROM = 1000  # decoding at least this many images shows progress
 
@@ -88,7 +90,9 @@ def _entries(data: dict, key: str, source: str) -> list:
     if key not in data:
         raise NasEngineError(f"{source}: not a COCO detection file: no '{key}' list at the top level")
     if not isinstance(data[key], list):
-        raise NasEngineError(f"{source}: not a COCO detection file: '{key}' is a {type(data[key]).__name__}, not a list")
+        raise NasEngineError(
+            f"{source}: not a COCO detection file: '{key}' is a {type(data[key]).__name__}, not a list"
+        )
     return data[key]
 
 
@@ -104,7 +108,8 @@ def _require(entry: Any, key: str, check: Callable[[Any], bool], what: str, wher
 
 def _is_box(value: Any) -> bool:
     return (
-        isinstance(value, list) and len(value) == 4
+        isinstance(value, list)
+        and len(value) == 4
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     )
 
@@ -112,7 +117,9 @@ def _is_box(value: Any) -> bool:
 def check_coco(data: Any, source: str) -> None:
     """Raise a one-line error unless ``data`` is a COCO detection dict that refers only to what it declares."""
     if not isinstance(data, dict):
-        raise NasEngineError(f"{source}: not a COCO detection file: the top level is a {type(data).__name__}, not an object")
+        raise NasEngineError(
+            f"{source}: not a COCO detection file: the top level is a {type(data).__name__}, not an object"
+        )
     images, annotations, categories = (_entries(data, key, source) for key in ("images", "annotations", "categories"))
     image_ids: set[int] = set()
     for index, image in enumerate(images):
@@ -146,18 +153,23 @@ def check_coco(data: Any, source: str) -> None:
         annotation_ids.add(annotation_id)
         image_id = _require(annotation, "image_id", _is_int, "an integer", where, source)
         category_id = _require(annotation, "category_id", _is_int, "an integer", where, source)
-        x, y, width, height = _require(annotation, "bbox", _is_box, "[x, y, width, height] (4 finite numbers)", where, source)
+        x, y, width, height = _require(
+            annotation, "bbox", _is_box, "[x, y, width, height] (4 finite numbers)", where, source
+        )
         if image_id not in image_ids:
-            raise NasEngineError(f"{source}: annotation {annotation_id} refers to image id {image_id}, which is not in 'images'")
+            raise NasEngineError(
+                f"{source}: annotation {annotation_id} refers to image id {image_id}, which is not in 'images'"
+            )
         if category_id not in category_ids:
             known = ", ".join(map(str, sorted(category_ids)))
             raise NasEngineError(
-                f"{source}: annotation {annotation_id} has unknown category id {category_id} (the file declares: {known})"
+                f"{source}: annotation {annotation_id} has unknown category id {category_id} "
+                f"(the file declares: {known})"
             )
         if width < 0 or height < 0:
             raise NasEngineError(
-                f"{source}: annotation {annotation_id} has a box of negative size {[x, y, width, height]}; COCO boxes are "
-                "[x, y, width, height] — was [x0, y0, x1, y1] written instead?"
+                f"{source}: annotation {annotation_id} has a box of negative size {[x, y, width, height]}; "
+                "COCO boxes are [x, y, width, height] — was [x0, y0, x1, y1] written instead?"
             )
 
 
@@ -175,7 +187,9 @@ def image_sizes(folder: Path, images: list[dict], source: str) -> dict[int, tupl
     if not folder.is_dir():
         raise NasEngineError(f"image folder {folder} (for {source}) does not exist")
     present = {entry.name for entry in os.scandir(folder)}
-    missing = [image for image in images if not (image["file_name"] in present or (folder / image["file_name"]).is_file())]
+    missing = [
+        image for image in images if not (image["file_name"] in present or (folder / image["file_name"]).is_file())
+    ]
     if missing:
         first = missing[0]
         raise NasEngineError(
@@ -230,7 +244,9 @@ def clip_boxes(data: dict, sizes: dict[int, tuple[int, int]], source: str) -> No
         kept.append(annotation)
     dropped = len(data["annotations"]) - len(kept)
     if dropped:
-        console.log(f"[yellow]warning:[/yellow] {source}: dropped {dropped} empty boxes (zero width or height inside the image)")
+        console.log(
+            f"[yellow]warning:[/yellow] {source}: dropped {dropped} empty boxes (zero width or height inside the image)"
+        )
     data["annotations"] = kept
 
 
@@ -246,11 +262,13 @@ def build_coco(data: dict) -> COCO:
 def subset_coco(coco: COCO, image_ids: Sequence[int]) -> COCO:
     """The ground truth of ``image_ids`` only (all categories kept)."""
     ids = sorted(image_ids)
-    return build_coco({
-        "images": [coco.imgs[i] for i in ids],
-        "annotations": [annotation for i in ids for annotation in coco.imgToAnns[i]],
-        "categories": coco.dataset["categories"],
-    })
+    return build_coco(
+        {
+            "images": [coco.imgs[i] for i in ids],
+            "annotations": [annotation for i in ids for annotation in coco.imgToAnns[i]],
+            "categories": coco.dataset["categories"],
+        }
+    )
 
 
 def checked_collection(folder: Path, data: Any, source: str) -> Collection:
@@ -379,8 +397,16 @@ class CocoDetection(Dataset):
     so that seeded training is reproducible.
     """
 
-    def __init__(self, images: Path, coco: COCO, image_ids: Sequence[int], category_ids: Sequence[int],
-                 class_names: Sequence[str], *, train: bool):
+    def __init__(
+        self,
+        images: Path,
+        coco: COCO,
+        image_ids: Sequence[int],
+        category_ids: Sequence[int],
+        class_names: Sequence[str],
+        *,
+        train: bool,
+    ):
         self.images = images
         self.coco = coco
         self.image_ids = list(image_ids)
@@ -426,10 +452,23 @@ class DetectionSplits:
 
     names = ("train", "search", "test", "calib")
 
-    def __init__(self, load_train: Callable[[], Collection], load_test: Callable[[], Collection], *,
-                 search_size: int, calib_size: int, test_size: int | None, split_seed: int):
+    def __init__(
+        self,
+        load_train: Callable[[], Collection],
+        load_test: Callable[[], Collection],
+        *,
+        search_size: int,
+        calib_size: int,
+        test_size: int | None,
+        split_seed: int,
+    ):
         self._load_train, self._load_test = load_train, load_test
-        self.search_size, self.calib_size, self.test_size, self.split_seed = search_size, calib_size, test_size, split_seed
+        self.search_size, self.calib_size, self.test_size, self.split_seed = (
+            search_size,
+            calib_size,
+            test_size,
+            split_seed,
+        )
 
     @cached_property
     def train_collection(self) -> Collection:
@@ -466,7 +505,7 @@ class DetectionSplits:
             )
         order = np.random.default_rng(self.split_seed).permutation(len(ids))
         search = sorted(ids[i] for i in order[: self.search_size])
-        train = sorted(ids[i] for i in order[self.search_size:])
+        train = sorted(ids[i] for i in order[self.search_size :])
         calib_order = np.random.default_rng([self.split_seed, 1]).permutation(len(train))
         calib = sorted(train[i] for i in calib_order[: self.calib_size])
         return {"train": train, "search": search, "calib": calib}
@@ -483,7 +522,8 @@ class DetectionSplits:
         ids = sorted(self.test_collection.coco.imgs)
         if self.test_size is not None and self.test_size > len(ids):
             raise NasEngineError(
-                f"test_size={self.test_size} is larger than the {len(ids)} test images of {self.test_collection.source}; "
+                f"test_size={self.test_size} is larger than the {len(ids)} test images of "
+                f"{self.test_collection.source}; "
                 "pass a smaller test_size task option (or none for all)"
             )
         if self.test_size is None or self.test_size == len(ids):
@@ -513,8 +553,14 @@ class DetectionSplits:
     def dataset(self, split: str, *, train: bool) -> CocoDetection:
         """The split's dataset, with horizontal flips when ``train``."""
         collection = self.test_collection if split == "test" else self.train_collection
-        return CocoDetection(collection.images, self.ground_truth(split), self.image_ids(split),
-                             self.category_ids, self.class_names, train=train)
+        return CocoDetection(
+            collection.images,
+            self.ground_truth(split),
+            self.image_ids(split),
+            self.category_ids,
+            self.class_names,
+            train=train,
+        )
 
     def stats(self, split: str) -> dict[str, int]:
         """``images``, ``objects`` and one count per class name, from the annotations alone."""

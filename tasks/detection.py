@@ -1,4 +1,5 @@
-"""Detection tasks for supernet fine-tuning and search: ``coco-fpn``, ``coco-retinanet``, ``voc-fpn``, ``voc-retinanet``.
+"""Detection tasks for supernet fine-tuning and search: ``coco-fpn``, ``coco-retinanet``, ``voc-fpn`` and
+``voc-retinanet``.
 
 The detectors are torchvision's (``detection_models``): Faster R-CNN over FPN with the 4conv1fc head, or
 RetinaNet, on any backbone returning the four feature maps C2–C5. Data is COCO-format
@@ -27,7 +28,7 @@ from nasengine.errors import NasEngineError
 from nasengine.interfaces import Task
 
 if TYPE_CHECKING:  # the data modules import pycocotools and PIL: loaded on first use, not with the task
-    from nasengine.tasks.coco_data import Collection, CocoDetection, DetectionSplits
+    from nasengine.tasks.coco_data import CocoDetection, Collection, DetectionSplits
     from nasengine.tasks.voc_data import VocReader
 
 # Defaults for user data are the paper's scale (DetNAS §4, torchvision's detectors). The embedded data is
@@ -38,12 +39,26 @@ if TYPE_CHECKING:  # the data modules import pycocotools and PIL: loaded on firs
 # convolutions use) decide the speed: a training iteration costs about 0.4 of what it costs at 64 channels and
 # 32 RoIs, and a fine-tuned standalone ShuffleNetV2-20 still reaches AP ≈ 0.15.
 EMBEDDED_DEFAULTS: dict[str, Any] = {
-    "min_size": 64, "max_size": 64, "anchor_sizes": [16, 32, 64, 128, 256], "fpn_channels": 32,
-    "batch_size": 8, "search_size": 200, "calib_size": 100, "proposals_per_image": 50, "rois_per_image": 16,
+    "min_size": 64,
+    "max_size": 64,
+    "anchor_sizes": [16, 32, 64, 128, 256],
+    "fpn_channels": 32,
+    "batch_size": 8,
+    "search_size": 200,
+    "calib_size": 100,
+    "proposals_per_image": 50,
+    "rois_per_image": 16,
 }
 PAPER_DEFAULTS: dict[str, Any] = {
-    "min_size": 800, "max_size": 1333, "anchor_sizes": [32, 64, 128, 256, 512], "fpn_channels": 256,
-    "batch_size": 2, "search_size": 5000, "calib_size": 500, "proposals_per_image": 1000, "rois_per_image": 512,
+    "min_size": 800,
+    "max_size": 1333,
+    "anchor_sizes": [32, 64, 128, 256, 512],
+    "fpn_channels": 256,
+    "batch_size": 2,
+    "search_size": 5000,
+    "calib_size": 500,
+    "proposals_per_image": 1000,
+    "rois_per_image": 512,
 }
 
 
@@ -73,10 +88,21 @@ class DetectionTask(Task):
     base_batch_size: ClassVar[int] = 16
     score_metric: ClassVar[str] = "AP"  # the entry of ``evaluate``'s result that becomes ``score``
 
-    def __init__(self, *, data_root: str | Path | None = None, min_size: int | None = None, max_size: int | None = None,
-                 anchor_sizes: Sequence[int] | None = None, fpn_channels: int | None = None,
-                 batch_size: int | None = None, search_size: int | None = None, calib_size: int | None = None,
-                 test_size: int | None = None, split_seed: int = 0, score_thresh: float = 0.05):
+    def __init__(
+        self,
+        *,
+        data_root: str | Path | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        anchor_sizes: Sequence[int] | None = None,
+        fpn_channels: int | None = None,
+        batch_size: int | None = None,
+        search_size: int | None = None,
+        calib_size: int | None = None,
+        test_size: int | None = None,
+        split_seed: int = 0,
+        score_thresh: float = 0.05,
+    ):
         self.data_root = None if data_root is None else str(data_root)
         self.min_size = _default(min_size, "min_size", data_root)
         self.max_size = _default(max_size, "max_size", data_root)
@@ -86,16 +112,27 @@ class DetectionTask(Task):
         self.search_size = _default(search_size, "search_size", data_root)
         self.calib_size = _default(calib_size, "calib_size", data_root)
         if test_size is not None and not (_is_int(test_size) and test_size > 0):
-            raise NasEngineError(f"task option test_size must be a positive integer (or absent for all), not {test_size!r}")
+            raise NasEngineError(
+                f"task option test_size must be a positive integer (or absent for all), not {test_size!r}"
+            )
         if isinstance(score_thresh, bool) or not isinstance(score_thresh, (int, float)) or not 0 <= score_thresh <= 1:
             raise NasEngineError(f"task option score_thresh must be a number in [0, 1], not {score_thresh!r}")
         self.test_size, self.split_seed, self.score_thresh = test_size, split_seed, float(score_thresh)
 
     def options(self) -> dict[str, Any]:
-        return {"data_root": self.data_root, "min_size": self.min_size, "max_size": self.max_size,
-                "anchor_sizes": self.anchor_sizes, "fpn_channels": self.fpn_channels,
-                "batch_size": self.batch_size, "search_size": self.search_size, "calib_size": self.calib_size,
-                "test_size": self.test_size, "split_seed": self.split_seed, "score_thresh": self.score_thresh}
+        return {
+            "data_root": self.data_root,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "anchor_sizes": self.anchor_sizes,
+            "fpn_channels": self.fpn_channels,
+            "batch_size": self.batch_size,
+            "search_size": self.search_size,
+            "calib_size": self.calib_size,
+            "test_size": self.test_size,
+            "split_seed": self.split_seed,
+            "score_thresh": self.score_thresh,
+        }
 
     def _root(self, embedded_folder: str) -> Path:
         """``data_root``, or the embedded data's ``embedded_folder`` (generated on first use)."""
@@ -120,8 +157,14 @@ class DetectionTask(Task):
     def _splits(self) -> DetectionSplits:
         from nasengine.tasks.coco_data import DetectionSplits
 
-        return DetectionSplits(self._load_train, self._load_test, search_size=self.search_size,
-                               calib_size=self.calib_size, test_size=self.test_size, split_seed=self.split_seed)
+        return DetectionSplits(
+            self._load_train,
+            self._load_test,
+            search_size=self.search_size,
+            calib_size=self.calib_size,
+            test_size=self.test_size,
+            split_seed=self.split_seed,
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -169,8 +212,13 @@ class DetectionTask(Task):
                 images, targets = _to_device(batch, device)
                 for detections, target in zip(model(images), targets):
                     image_ids.append(target["image_id"])
-                    results += detections_to_results(detections["boxes"], detections["scores"], detections["labels"],
-                                                     target["image_id"], data.category_ids)
+                    results += detections_to_results(
+                        detections["boxes"],
+                        detections["scores"],
+                        detections["labels"],
+                        target["image_id"],
+                        data.category_ids,
+                    )
         finally:
             model.train(was_training)
         if not image_ids:
@@ -185,8 +233,10 @@ class DetectionTask(Task):
 def _to_device(batch: Any, device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
     images, targets = batch
     images = [image.to(device, non_blocking=True) for image in images]
-    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+        for t in targets
+    ]
     return images, targets
 
 
@@ -198,27 +248,43 @@ def _coco_dataset(loader: DataLoader) -> CocoDetection:
     while not isinstance(data, CocoDetection) and hasattr(data, "dataset"):
         data = data.dataset
     if not isinstance(data, CocoDetection):
-        raise NasEngineError(f"detection evaluation needs a loader over the task's own dataset, not {type(data).__name__}")
+        raise NasEngineError(
+            f"detection evaluation needs a loader over the task's own dataset, not {type(data).__name__}"
+        )
     return data
 
 
 class CocoTask(DetectionTask):
     """COCO-format data: ``data_root/<train_images>`` with ``<train_annotations>``, and the same for test."""
 
-    def __init__(self, *, train_images: str | None = None, train_annotations: str | None = None,
-                 test_images: str | None = None, test_annotations: str | None = None, **options: Any):
+    def __init__(
+        self,
+        *,
+        train_images: str | None = None,
+        train_annotations: str | None = None,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
+        **options: Any,
+    ):
         super().__init__(**options)
         embedded = self.data_root is None
         self.train_images = train_images or ("train" if embedded else "train2017")
         self.train_annotations = train_annotations or (
-            "annotations/instances_train.json" if embedded else "annotations/instances_train2017.json")
+            "annotations/instances_train.json" if embedded else "annotations/instances_train2017.json"
+        )
         self.test_images = test_images or ("test" if embedded else "val2017")
         self.test_annotations = test_annotations or (
-            "annotations/instances_test.json" if embedded else "annotations/instances_val2017.json")
+            "annotations/instances_test.json" if embedded else "annotations/instances_val2017.json"
+        )
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "train_images": self.train_images, "train_annotations": self.train_annotations,
-                "test_images": self.test_images, "test_annotations": self.test_annotations}
+        return {
+            **super().options(),
+            "train_images": self.train_images,
+            "train_annotations": self.train_annotations,
+            "test_images": self.test_images,
+            "test_annotations": self.test_annotations,
+        }
 
     def _load_train(self) -> Collection:
         from nasengine.tasks.coco_data import load_coco
@@ -272,16 +338,26 @@ class FasterRcnnDetector:
         self.rois_per_image = _default(rois_per_image, "rois_per_image", self.data_root)
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "proposals_per_image": self.proposals_per_image,
-                "rois_per_image": self.rois_per_image}
+        return {
+            **super().options(),
+            "proposals_per_image": self.proposals_per_image,
+            "rois_per_image": self.rois_per_image,
+        }
 
     def build_model(self, backbone: nn.Module, out_channels: Sequence[int]) -> nn.Module:
         from nasengine.tasks.detection_models import build_faster_rcnn
 
         return build_faster_rcnn(
-            backbone, out_channels, len(self.class_names) + 1, min_size=self.min_size, max_size=self.max_size,
-            anchor_sizes=self.anchor_sizes, fpn_channels=self.fpn_channels, score_thresh=self.score_thresh,
-            rois_per_image=self.rois_per_image, proposals_per_image=self.proposals_per_image,
+            backbone,
+            out_channels,
+            len(self.class_names) + 1,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            anchor_sizes=self.anchor_sizes,
+            fpn_channels=self.fpn_channels,
+            score_thresh=self.score_thresh,
+            rois_per_image=self.rois_per_image,
+            proposals_per_image=self.proposals_per_image,
         )
 
 
@@ -302,26 +378,40 @@ class RetinaNetDetector:
         from nasengine.tasks.detection_models import build_retinanet
 
         return build_retinanet(
-            backbone, out_channels, len(self.class_names) + 1, min_size=self.min_size, max_size=self.max_size,
-            anchor_sizes=self.anchor_sizes, fpn_channels=self.fpn_channels, score_thresh=self.score_thresh,
+            backbone,
+            out_channels,
+            len(self.class_names) + 1,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            anchor_sizes=self.anchor_sizes,
+            fpn_channels=self.fpn_channels,
+            score_thresh=self.score_thresh,
         )
 
 
 class CocoFpnTask(FasterRcnnDetector, CocoTask):
     name: ClassVar[str] = "coco-fpn"
-    description: ClassVar[str] = "COCO-format detection, Faster R-CNN + FPN (4conv1fc); score AP; default: embedded data"
+    description: ClassVar[str] = (
+        "COCO-format detection, Faster R-CNN + FPN (4conv1fc); score AP; default: embedded data"
+    )
 
 
 class CocoRetinaNetTask(RetinaNetDetector, CocoTask):
     name: ClassVar[str] = "coco-retinanet"
-    description: ClassVar[str] = "COCO-format detection, RetinaNet (P3–P7, focal loss); score AP; default: embedded data"
+    description: ClassVar[str] = (
+        "COCO-format detection, RetinaNet (P3–P7, focal loss); score AP; default: embedded data"
+    )
 
 
 class VocFpnTask(FasterRcnnDetector, VocTask):
     name: ClassVar[str] = "voc-fpn"
-    description: ClassVar[str] = "Pascal VOC detection, Faster R-CNN + FPN (4conv1fc); score AP50; default: embedded data"
+    description: ClassVar[str] = (
+        "Pascal VOC detection, Faster R-CNN + FPN (4conv1fc); score AP50; default: embedded data"
+    )
 
 
 class VocRetinaNetTask(RetinaNetDetector, VocTask):
     name: ClassVar[str] = "voc-retinanet"
-    description: ClassVar[str] = "Pascal VOC detection, RetinaNet (P3–P7, focal loss); score AP50; default: embedded data"
+    description: ClassVar[str] = (
+        "Pascal VOC detection, RetinaNet (P3–P7, focal loss); score AP50; default: embedded data"
+    )

@@ -23,7 +23,12 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import (
+    ExtraFPNBlock,
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
 
 from nasengine.errors import NasEngineError
 
@@ -34,8 +39,14 @@ LEVELS = 5
 class FeaturePyramid(nn.Module):
     """``backbone`` (a list of C2–C5 maps) followed by torchvision's FPN on the maps ``levels``."""
 
-    def __init__(self, backbone: nn.Module, in_channels: Sequence[int], levels: Sequence[int], out_channels: int,
-                 extra_blocks: ExtraFPNBlock):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        in_channels: Sequence[int],
+        levels: Sequence[int],
+        out_channels: int,
+        extra_blocks: ExtraFPNBlock,
+    ):
         super().__init__()
         self.body = backbone
         self.levels = list(levels)
@@ -115,7 +126,9 @@ def build_retinanet(
 ) -> RetinaNet:
     """RetinaNet on C3–C5 with P6/P7; ``num_classes`` counts the background (label 0, never a training target)."""
     _check(out_channels, anchor_sizes)
-    features = FeaturePyramid(backbone, out_channels, range(1, 4), fpn_channels, LastLevelP6P7(out_channels[-1], fpn_channels))
+    features = FeaturePyramid(
+        backbone, out_channels, range(1, 4), fpn_channels, LastLevelP6P7(out_channels[-1], fpn_channels)
+    )
     sizes = tuple((int(s), int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_sizes)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * LEVELS)
     return RetinaNet(

@@ -37,12 +37,28 @@ from nasengine.errors import NasEngineError
 from nasengine.tasks import fashion_mnist
 
 VERSION = 2  # 2: 64-px canvas, items of 20–40 px (30–60 % of a 64-px canvas side), one to three per image
-CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "fashion"} for i, name in enumerate(fashion_mnist.CLASS_NAMES)]
+CATEGORIES = [
+    {"id": i + 1, "name": name, "supercategory": "fashion"} for i, name in enumerate(fashion_mnist.CLASS_NAMES)
+]
 # Photographs (and micrographs) that ship inside the scikit-image wheel; the synthetic ones
 # (checkerboard, blobs, logo, ...) are left out, and so are those fetched from the network.
 PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "stereo_motorcycle", "camera", "coins",
-    "immunohistochemistry", "brick", "grass", "gravel", "moon", "clock", "retina", "cell",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "stereo_motorcycle",
+    "camera",
+    "coins",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+    "clock",
+    "retina",
+    "cell",
 )
 CANVAS_SIZE = 64  # side of the square images, in pixels
 SPLITS = {"train": 0, "test": 1}  # also the half of the Fashion-MNIST test set each split draws items from
@@ -81,7 +97,9 @@ def photos() -> tuple[np.ndarray, ...]:
         try:
             photo = getattr(skimage.data, name)()
         except Exception as exc:  # a scikit-image build without the bundled file
-            raise NasEngineError(f"scikit-image could not load its bundled photo {name!r} ({exc}); reinstall scikit-image") from None
+            raise NasEngineError(
+                f"scikit-image could not load its bundled photo {name!r} ({exc}); reinstall scikit-image"
+            ) from None
         photo = photo[0] if isinstance(photo, tuple) else photo  # stereo_motorcycle: (left, right, disparity)
         photo = np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3]
         loaded.append(np.ascontiguousarray(photo, dtype=np.uint8))
@@ -112,7 +130,9 @@ def _item(rng: np.random.Generator, split: str, size: int) -> tuple[int, np.ndar
     side = math.exp(rng.uniform(math.log(OBJECT_SIZES[0] * size), math.log(OBJECT_SIZES[1] * size)))
     aspect = math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
     width, height = max(2, round(side * math.sqrt(aspect))), max(2, round(side / math.sqrt(aspect)))
-    intensity = np.asarray(Image.fromarray(images[index]).resize((width, height), Image.BILINEAR), dtype=np.float32) / 255
+    intensity = (
+        np.asarray(Image.fromarray(images[index]).resize((width, height), Image.BILINEAR), dtype=np.float32) / 255
+    )
     alpha = np.clip(intensity * ALPHA_GAIN, 0, 1)
     alpha[alpha <= ALPHA_THRESHOLD] = 0
     tint = rng.uniform(0.35, 1.0, 3).astype(np.float32)
@@ -219,22 +239,40 @@ def _write(folder: Path, canvas_size: int, counts: dict[str, int], seed: int) ->
                 picture = Image.fromarray(generated.image)
                 picture.save(coco / split / f"{stem}.png", format="PNG")
                 picture.save(voc / "JPEGImages" / f"{stem}.jpg", format="JPEG", quality=95)
-                (voc / "Annotations" / f"{stem}.xml").write_bytes(_voc_xml(f"{stem}.jpg", canvas_size, generated.objects))
-                images.append({"id": index + 1, "file_name": f"{stem}.png", "width": canvas_size, "height": canvas_size})
+                (voc / "Annotations" / f"{stem}.xml").write_bytes(
+                    _voc_xml(f"{stem}.jpg", canvas_size, generated.objects)
+                )
+                images.append(
+                    {"id": index + 1, "file_name": f"{stem}.png", "width": canvas_size, "height": canvas_size}
+                )
                 for obj in generated.objects:
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": index + 1, "category_id": obj.category_id,
-                        "bbox": obj.bbox, "area": float(obj.mask.sum()), "iscrowd": 0,
-                    })
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": index + 1,
+                            "category_id": obj.category_id,
+                            "bbox": obj.bbox,
+                            "area": float(obj.mask.sum()),
+                            "iscrowd": 0,
+                        }
+                    )
                 done += 1
                 bar.update(done)
             info = {"description": f"nasengine embedded detection data v{VERSION} ({split})", "version": str(VERSION)}
-            dataset = {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": CATEGORIES}
+            dataset = {
+                "info": info,
+                "licenses": [],
+                "images": images,
+                "annotations": annotations,
+                "categories": CATEGORIES,
+            }
             (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(dataset))
             (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{stem}\n" for stem in stems))
 
 
-def ensure_embedded_detection_data(canvas_size: int = CANVAS_SIZE, num_train: int = 1500, num_test: int = 300, seed: int = 0) -> Path:
+def ensure_embedded_detection_data(
+    canvas_size: int = CANVAS_SIZE, num_train: int = 1500, num_test: int = 300, seed: int = 0
+) -> Path:
     """The root of the embedded detection data (``coco/`` and ``voc/`` under it), generated on first use.
 
     Generation happens in a temporary folder beside the final one, which is renamed into place only when
@@ -254,8 +292,18 @@ def ensure_embedded_detection_data(canvas_size: int = CANVAS_SIZE, num_train: in
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
     try:
         _write(staging, canvas_size, {"train": num_train, "test": num_test}, seed)
-        (staging / "DONE").write_text(json.dumps({"version": VERSION, "canvas_size": canvas_size, "num_train": num_train,
-                                                   "num_test": num_test, "seed": seed}) + "\n")
+        (staging / "DONE").write_text(
+            json.dumps(
+                {
+                    "version": VERSION,
+                    "canvas_size": canvas_size,
+                    "num_train": num_train,
+                    "num_test": num_test,
+                    "seed": seed,
+                }
+            )
+            + "\n"
+        )
         try:
             os.rename(staging, root)
         except OSError:

@@ -23,7 +23,9 @@ from nasengine.errors import NasEngineError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-INSTALL_HINT = "install it with 'apt-get install dataset-fashion-mnist' or pass --data-root a folder holding the IDX files"
+INSTALL_HINT = (
+    "install it with 'apt-get install dataset-fashion-mnist' or pass --data-root a folder holding the IDX files"
+)
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -83,7 +85,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise NasEngineError(f"{path} is not a readable gzip file ({exc}); delete it and reinstall Fashion-MNIST") from None
+        raise NasEngineError(
+            f"{path} is not a readable gzip file ({exc}); delete it and reinstall Fashion-MNIST"
+        ) from None
     header = 4 + 4 * ndim
     expected = 0x0800 + ndim  # two zero bytes, type 0x08 (unsigned byte), number of dimensions
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
@@ -129,7 +133,9 @@ def fit_to_size(images: torch.Tensor, size: int) -> torch.Tensor:
     before = (size - inner) // 2
     padding = (before, size - inner - before, before, size - inner - before)
     if inner != SOURCE_SIZE:  # uint8 bilinear is several times faster than going through float
-        images = F.interpolate(images[:, None], size=(inner, inner), mode="bilinear", antialias=inner < SOURCE_SIZE)[:, 0]
+        images = F.interpolate(images[:, None], size=(inner, inner), mode="bilinear", antialias=inner < SOURCE_SIZE)[
+            :, 0
+        ]
     return F.pad(images, padding)
 
 

@@ -28,8 +28,26 @@ from nasengine.errors import NasEngineError
 from nasengine.tasks.coco_data import Collection, checked_collection
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 VocObject = tuple[str, list[float], bool]
@@ -53,8 +71,11 @@ def _number(element: ET.Element, field: str, path: Path, where: str) -> float:
 
 def declares_entities(data: bytes) -> bool:
     """Whether raw XML ``data`` holds a DOCTYPE or ENTITY declaration (looked for in UTF-8 and UTF-16)."""
-    return any(marker.encode(encoding) in data
-               for marker in ("<!DOCTYPE", "<!ENTITY") for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+    return any(
+        marker.encode(encoding) in data
+        for marker in ("<!DOCTYPE", "<!ENTITY")
+        for encoding in ("utf-8", "utf-16-le", "utf-16-be")
+    )
 
 
 def read_voc_xml(path: Path) -> list[VocObject]:
@@ -117,7 +138,9 @@ class VocReader:
                 if image_id not in parsed:
                     xml = self.root / "Annotations" / f"{image_id}.xml"
                     if not xml.is_file():
-                        raise NasEngineError(f"VOC annotation file {xml} does not exist (listed in {self.set_file(image_set)})")
+                        raise NasEngineError(
+                            f"VOC annotation file {xml} does not exist (listed in {self.set_file(image_set)})"
+                        )
                     parsed[image_id] = read_voc_xml(xml)
             result[image_set] = [(image_id, parsed[image_id]) for image_id in ids]
         return result
@@ -135,10 +158,16 @@ class VocReader:
             images.append({"id": number, "file_name": f"{voc_id}.jpg"})
             for name, (xmin, ymin, xmax, ymax), difficult in objects:
                 width, height = xmax - xmin + 1, ymax - ymin + 1
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": number, "category_id": category[name],
-                    "bbox": [xmin - 1, ymin - 1, width, height], "area": width * height, "iscrowd": int(difficult),
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": number,
+                        "category_id": category[name],
+                        "bbox": [xmin - 1, ymin - 1, width, height],
+                        "area": width * height,
+                        "iscrowd": int(difficult),
+                    }
+                )
         categories = [{"id": index, "name": name} for name, index in category.items()]
         return {"images": images, "annotations": annotations, "categories": categories}
 

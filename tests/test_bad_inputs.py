@@ -51,8 +51,11 @@ SCHEDULE_CASES = [
     ("nope=1", "unknown config key pretrain_schedule.'nope'|unknown config key finetune_schedule.'nope'"),
 ]
 SETTING_CASES = [
-    *[(f"{schedule}.{setting}", message) for schedule in ("pretrain_schedule", "finetune_schedule")
-      for setting, message in SCHEDULE_CASES],
+    *[
+        (f"{schedule}.{setting}", message)
+        for schedule in ("pretrain_schedule", "finetune_schedule")
+        for setting, message in SCHEDULE_CASES
+    ],
     ("finetune_schedule.sampling=distill", "pre-training only"),
     ("seed=abc", "seed must be an integer"),
     ("seed=1.5", "seed must be an integer"),
@@ -172,9 +175,9 @@ CONFIG_FILES = [
     (b'seed = "zero"\n', "seed must be an integer"),
     (b"[pretrain_schedule]\nbatch_size = 0\n", "pretrain_schedule.batch_size must be an integer >= 1"),
     (b"[search]\nflops_max = -5.0\n", "search.flops_max must be a number > 0"),
-    (b"channels_last = \"no\"\n", "channels_last must be true or false"),
+    (b'channels_last = "no"\n', "channels_last must be true or false"),
     (b"pretrain_schedule = 5\n", "pretrain_schedule must be a table of settings"),
-    (b"spaces = \"x\"\n", "unknown config key 'spaces'"),
+    (b'spaces = "x"\n', "unknown config key 'spaces'"),
 ]
 
 
@@ -182,19 +185,30 @@ CONFIG_FILES = [
 def test_bad_config_file(content, message, tmp_path, monkeypatch, capsys):
     path = tmp_path / "config.toml"
     path.write_bytes(content)
-    assert_refused([*RUN, "--out", str(tmp_path / "run"), "--config", str(path)], message, tmp_path, monkeypatch, capsys)
+    assert_refused(
+        [*RUN, "--out", str(tmp_path / "run"), "--config", str(path)], message, tmp_path, monkeypatch, capsys
+    )
 
 
 def test_config_that_is_a_directory_or_missing(tmp_path, monkeypatch, capsys):
     for path, message in ((tmp_path, "is a directory"), (tmp_path / "missing.toml", "does not exist")):
-        assert_refused([*RUN, "--out", str(tmp_path / "run"), "--config", str(path)], message, tmp_path, monkeypatch, capsys)
+        assert_refused(
+            [*RUN, "--out", str(tmp_path / "run"), "--config", str(path)], message, tmp_path, monkeypatch, capsys
+        )
 
 
 def test_out_that_is_a_file_or_unwritable(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("x")
-    assert_refused([*RUN, "--out", str(tmp_path / "file")], "is a file, not a run directory", tmp_path, monkeypatch, capsys)
-    assert_refused([*RUN, "--out", str(tmp_path / "file" / "run")], "cannot create the run directory", tmp_path,
-                   monkeypatch, capsys)
+    assert_refused(
+        [*RUN, "--out", str(tmp_path / "file")], "is a file, not a run directory", tmp_path, monkeypatch, capsys
+    )
+    assert_refused(
+        [*RUN, "--out", str(tmp_path / "file" / "run")],
+        "cannot create the run directory",
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
 
 
 # --- a run directory damaged between two starts -------------------------------------------------
@@ -229,26 +243,31 @@ def test_damaged_run_directory(name, content, command, message, tmp_path, monkey
     assert {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before  # nothing rewritten or lost
 
 
-@pytest.mark.parametrize("command, message", [
-    (["pretrain"], "is not a run directory"),
-    (["show"], "is not a run directory"),
-    (["search"], "is not a run directory"),
-    (["rank-check"], "is not a run directory"),
-    (["retrain"], "is not a run directory"),
-])
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["pretrain"], "is not a run directory"),
+        (["show"], "is not a run directory"),
+        (["search"], "is not a run directory"),
+        (["rank-check"], "is not a run directory"),
+        (["retrain"], "is not a run directory"),
+    ],
+)
 def test_not_a_run_directory(command, message, tmp_path, monkeypatch, capsys):
     assert_refused([*command, str(tmp_path)], message, tmp_path, monkeypatch, capsys)
 
 
 def test_phase_commands_on_a_fresh_run(tmp_path, monkeypatch, capsys):
     directory = saved_run(tmp_path)
-    cases = [(["retrain", str(directory)], "has no finished search"),
-             (["rank-check", str(directory)], "has no finished search"),
-             (["search", str(directory), "--budget-like", "evolution"], "--budget-like sizes a second search"),
-             (["search", str(directory), "--strategy", "random"], "needs --budget-like"),
-             (["rank-check", str(directory), "-n", "1"], "-n"),
-             (["rank-check", str(directory), "--schedule-scale", "0"], "--schedule-scale"),
-             (["pretrain", str(directory), "--set", "x=1"], "No such option '--set'")]
+    cases = [
+        (["retrain", str(directory)], "has no finished search"),
+        (["rank-check", str(directory)], "has no finished search"),
+        (["search", str(directory), "--budget-like", "evolution"], "--budget-like sizes a second search"),
+        (["search", str(directory), "--strategy", "random"], "needs --budget-like"),
+        (["rank-check", str(directory), "-n", "1"], "-n"),
+        (["rank-check", str(directory), "--schedule-scale", "0"], "--schedule-scale"),
+        (["pretrain", str(directory), "--set", "x=1"], "No such option '--set'"),
+    ]
     for args, message in cases:
         assert_refused(args, message, tmp_path, monkeypatch, capsys)
 
@@ -264,18 +283,33 @@ def coco_root(root: Path, *, annotations=None, images: int = 8, size: int = 64) 
         for i in range(1, images + 1):
             Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
             entries.append({"id": i, "file_name": f"{i}.png"})
-        boxes = annotations if annotations is not None else [
-            {"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(1, images + 1)]
+        boxes = (
+            annotations
+            if annotations is not None
+            else [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(1, images + 1)]
+        )
         data = {"images": entries, "annotations": boxes, "categories": [{"id": 1, "name": "thing"}]}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
 
 
 def coco_args(root: Path, out: Path) -> list[str]:
-    options = {"train_images": root / "train", "train_annotations": root / "annotations/instances_train.json",
-               "test_images": root / "test", "test_annotations": root / "annotations/instances_test.json",
-               "search_size": 2, "calib_size": 2, "test_size": 4, "min_size": 64, "max_size": 64}
-    flags = [part for key, value in options.items() for part in ("--task-option", f'{key}="{value}"' if isinstance(value, Path) else f"{key}={value}")]
+    options = {
+        "train_images": root / "train",
+        "train_annotations": root / "annotations/instances_train.json",
+        "test_images": root / "test",
+        "test_annotations": root / "annotations/instances_test.json",
+        "search_size": 2,
+        "calib_size": 2,
+        "test_size": 4,
+        "min_size": 64,
+        "max_size": 64,
+    }
+    flags = [
+        part
+        for key, value in options.items()
+        for part in ("--task-option", f'{key}="{value}"' if isinstance(value, Path) else f"{key}={value}")
+    ]
     return [*RUN, "--out", str(out), "--data-root", str(root), *flags]
 
 
@@ -285,19 +319,39 @@ def truncate(path: Path) -> None:
 
 DATA_DAMAGE = {
     "no annotations": (lambda root: coco_root(root, annotations=[]), "needs at least one box"),
-    "xyxy boxes": (lambda root: coco_root(root, annotations=[
-        {"id": i, "image_id": i, "category_id": 1, "bbox": [30, 30, 60, 62]} for i in range(1, 9)]), r"\[x0, y0, x1, y1\]"),
-    "negative box": (lambda root: coco_root(root, annotations=[
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 30, -10, 5]}]), "negative"),
-    "unknown category": (lambda root: coco_root(root, annotations=[
-        {"id": 1, "image_id": 1, "category_id": 9, "bbox": [3, 3, 10, 10]}]), "category"),
+    "xyxy boxes": (
+        lambda root: coco_root(
+            root,
+            annotations=[{"id": i, "image_id": i, "category_id": 1, "bbox": [30, 30, 60, 62]} for i in range(1, 9)],
+        ),
+        r"\[x0, y0, x1, y1\]",
+    ),
+    "negative box": (
+        lambda root: coco_root(
+            root, annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 30, -10, 5]}]
+        ),
+        "negative",
+    ),
+    "unknown category": (
+        lambda root: coco_root(root, annotations=[{"id": 1, "image_id": 1, "category_id": 9, "bbox": [3, 3, 10, 10]}]),
+        "category",
+    ),
     "truncated train image": (lambda root: truncate(coco_root(root) / "train" / "3.png"), "3.png cannot be"),
-    "truncated test images": (lambda root: [truncate(path) for path in (coco_root(root) / "test").glob("*.png")],
-                              "test/[0-9].png cannot be"),
+    "truncated test images": (
+        lambda root: [truncate(path) for path in (coco_root(root) / "test").glob("*.png")],
+        "test/[0-9].png cannot be",
+    ),
     "missing image": (lambda root: (coco_root(root) / "train" / "2.png").unlink(), "2.png does not exist"),
-    "not json": (lambda root: (coco_root(root) / "annotations" / "instances_test.json").write_text("{"), "instances_test.json"),
-    "no images field": (lambda root: (coco_root(root) / "annotations" / "instances_train.json").write_text(
-        json.dumps({"annotations": [], "categories": []})), "images"),
+    "not json": (
+        lambda root: (coco_root(root) / "annotations" / "instances_test.json").write_text("{"),
+        "instances_test.json",
+    ),
+    "no images field": (
+        lambda root: (coco_root(root) / "annotations" / "instances_train.json").write_text(
+            json.dumps({"annotations": [], "categories": []})
+        ),
+        "images",
+    ),
 }
 
 
@@ -317,14 +371,29 @@ def test_good_coco_data_passes_the_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("NASENGINE_CACHE", str(tmp_path / "cache"))
     coco_root(tmp_path / "coco")
     args = coco_args(tmp_path / "coco", tmp_path / "run")
-    overrides = cli._overrides({"settings": (), "data_root": str(tmp_path / "coco"),
-                                "task_options": tuple(args[args.index("--task-option") + 1::2])})
+    overrides = cli._overrides(
+        {
+            "settings": (),
+            "data_root": str(tmp_path / "coco"),
+            "task_options": tuple(args[args.index("--task-option") + 1 :: 2]),
+        }
+    )
     config = configuration.resolve("smoke", overrides=overrides)
     Run.create(tmp_path / "run", config)  # preflight passes, config.toml is written, nothing is trained
     assert (tmp_path / "run" / "config.toml").exists()
 
 
 def test_the_fuzz_has_at_least_a_hundred_cases():
-    count = (len([c for c in SETTING_CASES if c[1]]) + len(FLAG_CASES) + len(OTHER_COMMANDS) + len(CONFIG_FILES) + 2
-             + 2 + len(DAMAGE) + 5 + 7 + len(DATA_DAMAGE))
+    count = (
+        len([c for c in SETTING_CASES if c[1]])
+        + len(FLAG_CASES)
+        + len(OTHER_COMMANDS)
+        + len(CONFIG_FILES)
+        + 2
+        + 2
+        + len(DAMAGE)
+        + 5
+        + 7
+        + len(DATA_DAMAGE)
+    )
     assert count >= 150, count  # 159 when written

@@ -22,7 +22,9 @@ def test_flops_json_reproduces_the_published_count():
 def test_flops_accepts_named_architectures_and_space_options():
     result = nasengine("flops", "--space", "shufflenet-large", "--arch", "detnasnet", "--json")
     assert json.loads(result.stdout)["flops"] == 1269181536
-    wide = nasengine("flops", "--space", "shufflenet-large", "--space-option", "width=3.8G", "--arch", "detnasnet", "--json")
+    wide = nasengine(
+        "flops", "--space", "shufflenet-large", "--space-option", "width=3.8G", "--arch", "detnasnet", "--json"
+    )
     assert json.loads(wide.stdout)["flops"] > 3e9
 
 
@@ -50,7 +52,15 @@ def test_unknown_space_lists_the_known_ones():
 def test_list_shows_every_builtin_plugin():
     result = nasengine("list")
     assert result.returncode == 0
-    for name in ("shufflenet-small", "shufflenet-large", "fashion-mnist", "coco-fpn", "voc-retinanet", "evolution", "random"):
+    for name in (
+        "shufflenet-small",
+        "shufflenet-large",
+        "fashion-mnist",
+        "coco-fpn",
+        "voc-retinanet",
+        "evolution",
+        "random",
+    ):
         assert name in result.stdout
     assert "failed to import" not in result.stdout
 
@@ -64,6 +74,8 @@ def test_space_command_shows_size_range_and_names():
 
 
 def test_unsatisfiable_flops_window_names_the_space_range(tmp_path):
-    result = nasengine("random-baseline", "--preset", "smoke", "--flops-max", "1e8", "-n", "2", "--out", str(tmp_path / "b"))
+    result = nasengine(
+        "random-baseline", "--preset", "smoke", "--flops-max", "1e8", "-n", "2", "--out", str(tmp_path / "b")
+    )
     assert result.returncode == 2
     assert "spans 237,222,720 to 365,472,576 MACs" in result.stderr

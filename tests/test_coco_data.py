@@ -18,8 +18,12 @@ from nasengine.tasks.voc_data import VocReader
 
 TINY = {"canvas_size": 64, "num_train": 16, "num_test": 6}
 SPLIT_OPTIONS = {"search_size": 4, "calib_size": 3}
-FILES = {"train_images": "train", "train_annotations": "annotations/instances_train.json",
-         "test_images": "test", "test_annotations": "annotations/instances_test.json"}
+FILES = {
+    "train_images": "train",
+    "train_annotations": "annotations/instances_train.json",
+    "test_images": "test",
+    "test_annotations": "annotations/instances_test.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,11 @@ def write_coco(root: Path, annotations: list[dict], *, images: int = 2, size: in
         for i in range(1, images + 1):
             Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
             entries.append({"id": i, "file_name": f"{i}.png"})
-        data = {"images": entries, "annotations": annotations,
-                "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]}
+        data = {
+            "images": entries,
+            "annotations": annotations,
+            "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+        }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
 
@@ -86,12 +93,15 @@ def test_image_pil_cannot_read_is_named(tmp_path):
     assert str(root / "train" / "1.png") in message and "cannot be read" in message
 
 
-@pytest.mark.parametrize("break_it, field", [
-    (lambda d: d.pop("annotations"), "'annotations'"),
-    (lambda d: d["images"][0].pop("file_name"), "'file_name'"),
-    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "'bbox' of annotation 1"),
-    (lambda d: d["categories"][0].update(id="three"), "'id' of categories[0]"),
-])
+@pytest.mark.parametrize(
+    "break_it, field",
+    [
+        (lambda d: d.pop("annotations"), "'annotations'"),
+        (lambda d: d["images"][0].pop("file_name"), "'file_name'"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "'bbox' of annotation 1"),
+        (lambda d: d["categories"][0].update(id="three"), "'id' of categories[0]"),
+    ],
+)
 def test_json_that_is_not_coco_names_file_and_field(tmp_path, break_it, field):
     root = write_coco(tmp_path, [annotation(1, [2, 3, 10, 12])])
     path = root / "annotations" / "instances_train.json"
@@ -123,8 +133,15 @@ def test_unknown_category_names_annotation_category_and_file(tmp_path):
 
 
 def test_empty_boxes_are_dropped_with_one_warning(tmp_path, capsys):
-    root = write_coco(tmp_path, [annotation(1, [2, 3, 10, 12]), annotation(2, [5, 5, 0, 4]), annotation(3, [40, 40, 5, 5]),
-                                 annotation(4, [1, 1, 3, 0], image_id=2)])
+    root = write_coco(
+        tmp_path,
+        [
+            annotation(1, [2, 3, 10, 12]),
+            annotation(2, [5, 5, 0, 4]),
+            annotation(3, [40, 40, 5, 5]),
+            annotation(4, [1, 1, 3, 0], image_id=2),
+        ],
+    )
     collection = load_coco(root / "train", root / "annotations" / "instances_train.json")
     assert sorted(collection.coco.anns) == [1]
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
@@ -143,14 +160,22 @@ def voc_copy(embedded_root: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("xml, field", [
-    ("<annotation><object><name>Bag", "not well-formed"),
-    ("<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>", "<name>"),
-    ("<annotation><object><name>Bag</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax></bndbox></object></annotation>",
-     "<ymax>"),
-    ("<annotation><object><name>Bag</name><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
-     "</object></annotation>", "<xmin>"),
-])
+@pytest.mark.parametrize(
+    "xml, field",
+    [
+        ("<annotation><object><name>Bag", "not well-formed"),
+        ("<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>", "<name>"),
+        (
+            "<annotation><object><name>Bag</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax></bndbox></object></annotation>",
+            "<ymax>",
+        ),
+        (
+            "<annotation><object><name>Bag</name><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+            "</object></annotation>",
+            "<xmin>",
+        ),
+    ],
+)
 def test_malformed_voc_xml_names_file_and_field(embedded_root, tmp_path, xml, field):
     root = voc_copy(embedded_root, tmp_path)
     first = (root / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
@@ -167,9 +192,13 @@ def test_voc_reading_gives_the_coco_boxes(embedded_root):
 
     def boxes_by_file(collection) -> dict[str, list]:
         cats = collection.coco.cats
-        return {Path(image["file_name"]).stem: sorted((cats[a["category_id"]]["name"], [round(v, 6) for v in a["bbox"]])
-                                                      for a in collection.coco.imgToAnns[image_id])
-                for image_id, image in collection.coco.imgs.items()}
+        return {
+            Path(image["file_name"]).stem: sorted(
+                (cats[a["category_id"]]["name"], [round(v, 6) for v in a["bbox"]])
+                for a in collection.coco.imgToAnns[image_id]
+            )
+            for image_id, image in collection.coco.imgs.items()
+        }
 
     from_coco, from_voc = boxes_by_file(coco), boxes_by_file(voc)
     assert len(from_coco) == TINY["num_train"] and from_coco == from_voc
@@ -178,9 +207,11 @@ def test_voc_reading_gives_the_coco_boxes(embedded_root):
 # --- splits --------------------------------------------------------------------------------------
 def splits(embedded_root: Path, **options) -> DetectionSplits:
     coco = embedded_root / "coco"
-    return DetectionSplits(lambda: load_coco(coco / "train", coco / "annotations" / "instances_train.json"),
-                           lambda: load_coco(coco / "test", coco / "annotations" / "instances_test.json"),
-                           **{**SPLIT_OPTIONS, "test_size": None, "split_seed": 0, **options})
+    return DetectionSplits(
+        lambda: load_coco(coco / "train", coco / "annotations" / "instances_train.json"),
+        lambda: load_coco(coco / "test", coco / "annotations" / "instances_test.json"),
+        **{**SPLIT_OPTIONS, "test_size": None, "split_seed": 0, **options},
+    )
 
 
 def test_search_is_held_out_of_train_deterministically(embedded_root):
@@ -196,16 +227,25 @@ def test_search_is_held_out_of_train_deterministically(embedded_root):
 def test_test_size_takes_a_seeded_subset_of_the_test_split(embedded_root):
     whole = splits(embedded_root).image_ids("test")
     part = splits(embedded_root, test_size=4)
-    assert len(whole) == TINY["num_test"] and len(part.image_ids("test")) == 4 and set(part.image_ids("test")) <= set(whole)
+    assert (
+        len(whole) == TINY["num_test"]
+        and len(part.image_ids("test")) == 4
+        and set(part.image_ids("test")) <= set(whole)
+    )
     assert part.image_ids("test") == splits(embedded_root, test_size=4).image_ids("test")
-    assert len(part.dataset("test", train=False)) == 4 and sorted(part.ground_truth("test").imgs) == part.image_ids("test")
+    assert len(part.dataset("test", train=False)) == 4 and sorted(part.ground_truth("test").imgs) == part.image_ids(
+        "test"
+    )
 
 
-@pytest.mark.parametrize("options, text", [
-    ({"search_size": 16}, "16 training images: search_size=16"),
-    ({"calib_size": 13}, "calib_size=13"),
-    ({"test_size": 7}, "test_size=7 is larger than the 6 test images"),
-])
+@pytest.mark.parametrize(
+    "options, text",
+    [
+        ({"search_size": 16}, "16 training images: search_size=16"),
+        ({"calib_size": 13}, "calib_size=13"),
+        ({"test_size": 7}, "test_size=7 is larger than the 6 test images"),
+    ],
+)
 def test_a_split_too_large_for_the_data_says_the_sizes(embedded_root, options, text):
     with pytest.raises(NasEngineError, match=text):
         s = splits(embedded_root, **options)

@@ -8,7 +8,7 @@ from nasengine.errors import NasEngineError
 
 def test_precedence_preset_then_file_then_overrides(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('seed = 5\n[pretrain_schedule]\niterations = 77\n[search.strategy_options]\npopulation = 7\n')
+    path.write_text("seed = 5\n[pretrain_schedule]\niterations = 77\n[search.strategy_options]\npopulation = 7\n")
     resolved = config.resolve("demo", path, {"seed": 9})
     assert resolved.seed == 9
     assert resolved.pretrain_schedule.iterations == 77

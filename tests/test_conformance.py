@@ -35,8 +35,17 @@ from nasengine.tasks import embedded_detection
 from nasengine.testing import check_space, check_strategy, check_task
 
 TINY_DATA = {"canvas_size": 64, "num_train": 16, "num_test": 6}
-TINY_COCO = {"min_size": 64, "max_size": 64, "fpn_channels": 32, "batch_size": 2, "search_size": 4, "calib_size": 2,
-             "test_size": 4, "proposals_per_image": 20, "rois_per_image": 16}
+TINY_COCO = {
+    "min_size": 64,
+    "max_size": 64,
+    "fpn_channels": 32,
+    "batch_size": 2,
+    "search_size": 4,
+    "calib_size": 2,
+    "test_size": 4,
+    "proposals_per_image": 20,
+    "rois_per_image": 16,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,8 +58,11 @@ def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setattr(flops, "_tables", {})
         patch.setattr(flops, "_traced", {})
         embedded_detection.ensure_embedded_detection_data(**TINY_DATA)
-        patch.setattr(embedded_detection, "ensure_embedded_detection_data",
-                      functools.partial(embedded_detection.ensure_embedded_detection_data, **TINY_DATA))
+        patch.setattr(
+            embedded_detection,
+            "ensure_embedded_detection_data",
+            functools.partial(embedded_detection.ensure_embedded_detection_data, **TINY_DATA),
+        )
         yield
     torch.set_num_threads(threads)
 
@@ -67,8 +79,9 @@ KERNELS = (3, 5)
 
 
 def conv_block(c_in: int, c_out: int, kernel: int, stride: int = 2) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+    )
 
 
 class GoodSupernet(Supernet):
@@ -80,8 +93,9 @@ class GoodSupernet(Supernet):
         self.maps = maps
         self.stem = conv_block(3, 8, 3, stem_stride)
         inputs = [8, *CHANNELS[:-1]]
-        self.stages = nn.ModuleList(nn.ModuleList(conv_block(i, o, k) for k in KERNELS)
-                                    for i, o in zip(inputs[:depth], CHANNELS))
+        self.stages = nn.ModuleList(
+            nn.ModuleList(conv_block(i, o, k) for k in KERNELS) for i, o in zip(inputs[:depth], CHANNELS)
+        )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x, features = self.stem(images), []
@@ -199,8 +213,11 @@ class StemlessCostParts(GoodSpace):
         yield from list(super().cost_parts(image_size))[1:]
 
 
-@pytest.mark.parametrize("space, detection", [(GoodSpace(), True), (GoodSpace(), False), (ThreeMaps(), False)],
-                         ids=["detection", "classification", "3-maps-classification"])
+@pytest.mark.parametrize(
+    "space, detection",
+    [(GoodSpace(), True), (GoodSpace(), False), (ThreeMaps(), False)],
+    ids=["detection", "classification", "3-maps-classification"],
+)
 def test_a_good_space_passes(space, detection):
     check_space(space, detection=detection)
 
@@ -213,41 +230,83 @@ def test_the_built_in_large_space_passes():
     check_space(registry.create("space", "shufflenet-large"), samples=1)
 
 
-@pytest.mark.parametrize("space, detection, message", [
-    (ThreeDeclaredFourReturned(), True, "space 'conformance-3-declared': the supernet returns 4 feature maps but "
-                                        "out_channels lists 3; out_channels needs one channel count per feature map"),
-    (FourDeclaredThreeReturned(), True, "space 'conformance-3-returned': the supernet returns 3 feature maps but "
-                                        "out_channels lists 4"),
-    (FourDeclaredThreeReturned(), False, "the supernet returns 3 feature maps but out_channels lists 4"),
-    (ThreeMaps(), True, "space 'conformance-3-maps' has 3 feature maps; detection tasks need 4, at strides 4, 8, 16 "
-                        "and 32"),
-    (WrongStrides(), True, "space 'conformance-strides': feature map 0 of the supernet is 32x32 for a 64x64 input, "
-                           "not stride 4 (16x16); detection needs strides 4, 8, 16, 32"),
-    (NoWeightCopy(), True, "space 'conformance-no-copy': extract_network(supernet, 1,1,0,1) computes other outputs "
-                           "than the supernet's path"),
-    (NoBufferCopy(), True, "extract_network(supernet, 1,1,0,1) computes other outputs than the supernet's path "
-                           "(feature map 0 differs"),
-    (NoNamed(), True, "space 'conformance-no-named' has no named; set named = {}"),
-    # the stem's 8 * 32 * 32 * 3 * 9 = 221,184 multiply-accumulates are missing from the table
-    (StemlessCostParts(), True, "space 'conformance-stemless-cost': cost_parts gives 1,1,0,1 892,928 FLOPs at "
-                                "64px but a full trace of build_network gives 1,114,112; cost_parts must yield every "
-                                "module"),
-], ids=["3-declared-4-returned", "4-declared-3-returned", "4-declared-3-returned-cls", "3-maps-detection",
-        "strides", "no-weight-copy", "no-buffer-copy", "no-named", "cost-parts"])
+@pytest.mark.parametrize(
+    "space, detection, message",
+    [
+        (
+            ThreeDeclaredFourReturned(),
+            True,
+            "space 'conformance-3-declared': the supernet returns 4 feature maps but "
+            "out_channels lists 3; out_channels needs one channel count per feature map",
+        ),
+        (
+            FourDeclaredThreeReturned(),
+            True,
+            "space 'conformance-3-returned': the supernet returns 3 feature maps but out_channels lists 4",
+        ),
+        (FourDeclaredThreeReturned(), False, "the supernet returns 3 feature maps but out_channels lists 4"),
+        (
+            ThreeMaps(),
+            True,
+            "space 'conformance-3-maps' has 3 feature maps; detection tasks need 4, at strides 4, 8, 16 and 32",
+        ),
+        (
+            WrongStrides(),
+            True,
+            "space 'conformance-strides': feature map 0 of the supernet is 32x32 for a 64x64 input, "
+            "not stride 4 (16x16); detection needs strides 4, 8, 16, 32",
+        ),
+        (
+            NoWeightCopy(),
+            True,
+            "space 'conformance-no-copy': extract_network(supernet, 1,1,0,1) computes other outputs "
+            "than the supernet's path",
+        ),
+        (
+            NoBufferCopy(),
+            True,
+            "extract_network(supernet, 1,1,0,1) computes other outputs than the supernet's path (feature map 0 differs",
+        ),
+        (NoNamed(), True, "space 'conformance-no-named' has no named; set named = {}"),
+        # the stem's 8 * 32 * 32 * 3 * 9 = 221,184 multiply-accumulates are missing from the table
+        (
+            StemlessCostParts(),
+            True,
+            "space 'conformance-stemless-cost': cost_parts gives 1,1,0,1 892,928 FLOPs at "
+            "64px but a full trace of build_network gives 1,114,112; cost_parts must yield every "
+            "module",
+        ),
+    ],
+    ids=[
+        "3-declared-4-returned",
+        "4-declared-3-returned",
+        "4-declared-3-returned-cls",
+        "3-maps-detection",
+        "strides",
+        "no-weight-copy",
+        "no-buffer-copy",
+        "no-named",
+        "cost-parts",
+    ],
+)
 def test_a_broken_space_gets_one_line_naming_it(space, detection, message):
     with pytest.raises(NasEngineError) as excinfo:
         check_space(space, detection=detection)
     assert message in one_line(excinfo)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"choices": [2, 2, 2, 2]}, "choices must be a non-empty tuple of ints >= 1"),
-    ({"choices": (2, 0, 2, 2)}, "choices must be a non-empty tuple of ints >= 1"),
-    ({"out_channels": []}, "out_channels must be a non-empty list of positive ints"),
-    ({"named": {"odd": (0, 2, 0, 0)}}, "named architecture 'odd' = (0, 2, 0, 0) does not fit choices (2, 2, 2, 2)"),
-    ({"named": [(0, 0, 0, 0)]}, "named must be a dict of architectures by name, not a list"),
-    ({"baseline_name": "gone"}, "baseline_name 'gone' is not in named"),
-], ids=["list-choices", "zero-choices", "no-maps", "bad-named", "named-list", "baseline"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"choices": [2, 2, 2, 2]}, "choices must be a non-empty tuple of ints >= 1"),
+        ({"choices": (2, 0, 2, 2)}, "choices must be a non-empty tuple of ints >= 1"),
+        ({"out_channels": []}, "out_channels must be a non-empty list of positive ints"),
+        ({"named": {"odd": (0, 2, 0, 0)}}, "named architecture 'odd' = (0, 2, 0, 0) does not fit choices (2, 2, 2, 2)"),
+        ({"named": [(0, 0, 0, 0)]}, "named must be a dict of architectures by name, not a list"),
+        ({"baseline_name": "gone"}, "baseline_name 'gone' is not in named"),
+    ],
+    ids=["list-choices", "zero-choices", "no-maps", "bad-named", "named-list", "baseline"],
+)
 def test_bad_space_attributes_are_one_line_errors(change, message):
     space = GoodSpace()
     for key, value in change.items():
@@ -344,8 +403,9 @@ class StuckEmpty(ToyStrategy):
         return []
 
 
-@pytest.mark.parametrize("name, options", [("evolution", {}), ("random", {}),
-                                           ("evolution", {"population": 4, "top_k": 2, "generations": 3})])
+@pytest.mark.parametrize(
+    "name, options", [("evolution", {}), ("random", {}), ("evolution", {"population": 4, "top_k": 2, "generations": 3})]
+)
 def test_the_built_in_strategies_pass(name, options):
     check_strategy(registry.get("strategy", name), options=options)
     check_strategy(registry.get("strategy", name), choices=(4,) * 20, options={**options, "generations": 2})
@@ -355,34 +415,63 @@ def test_a_good_strategy_passes():
     check_strategy(ToyStrategy)
 
 
-@pytest.mark.parametrize("cls, message", [
-    (Repeating, "strategy 'repeating' asked for 0,0,0,0 twice; a strategy must never propose an architecture it "
-                "proposed before"),
-    (Unconstrained, "strategy 'unconstrained' asked for 2,2,2,2, which breaks the check's constraint; a strategy "
-                    "must only propose archs for which constraint(arch) is True"),
-    (NotReplaying, "strategy 'not-replaying' does not replay: a second instance with seed 0, told the same scores, "
-                   "asked for"),
-    (GivesUp, "strategy 'gives-up' raised ConstraintUnsatisfiable (no architecture satisfies the FLOPs constraint) "
-              "although 61 legal architectures were never asked"),
-    (StuckEmpty, "strategy 'stuck' asked for no candidates but is not finished"),
-], ids=["repeats", "breaks-constraint", "no-replay", "gives-up", "stuck"])
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (
+            Repeating,
+            "strategy 'repeating' asked for 0,0,0,0 twice; a strategy must never propose an architecture it "
+            "proposed before",
+        ),
+        (
+            Unconstrained,
+            "strategy 'unconstrained' asked for 2,2,2,2, which breaks the check's constraint; a strategy "
+            "must only propose archs for which constraint(arch) is True",
+        ),
+        (
+            NotReplaying,
+            "strategy 'not-replaying' does not replay: a second instance with seed 0, told the same scores, asked for",
+        ),
+        (
+            GivesUp,
+            "strategy 'gives-up' raised ConstraintUnsatisfiable (no architecture satisfies the FLOPs constraint) "
+            "although 61 legal architectures were never asked",
+        ),
+        (StuckEmpty, "strategy 'stuck' asked for no candidates but is not finished"),
+    ],
+    ids=["repeats", "breaks-constraint", "no-replay", "gives-up", "stuck"],
+)
 def test_a_broken_strategy_gets_one_line_naming_it(cls, message):
     with pytest.raises(NasEngineError) as excinfo:
         check_strategy(cls)
     assert message in one_line(excinfo)
 
 
-@pytest.mark.parametrize("asked, message", [
-    ("dearest", "strategy 'bad-hill' asked for 3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3, which breaks the FLOPs "
-                "constraint [0, 300,000,000]; a strategy must only propose archs for which constraint(arch) is True"),
-    ("twice", "strategy 'bad-hill' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0 twice"),
-    ("short", "strategy 'bad-hill' asked for 0,0,0, 3 positions where the space has 20"),
-    ("range", "strategy 'bad-hill' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,4, whose choice 4 at position 19 "
-              "is outside 0..3"),
-], ids=list(("dearest", "twice", "short", "range")))
+@pytest.mark.parametrize(
+    "asked, message",
+    [
+        (
+            "dearest",
+            "strategy 'bad-hill' asked for 3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3, which breaks the FLOPs "
+            "constraint [0, 300,000,000]; a strategy must only propose archs for which constraint(arch) is True",
+        ),
+        ("twice", "strategy 'bad-hill' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0 twice"),
+        ("short", "strategy 'bad-hill' asked for 0,0,0, 3 positions where the space has 20"),
+        (
+            "range",
+            "strategy 'bad-hill' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,4, whose choice 4 at position 19 "
+            "is outside 0..3",
+        ),
+    ],
+    ids=list(("dearest", "twice", "short", "range")),
+)
 def test_run_search_refuses_what_a_strategy_must_not_ask(asked, message, tmp_path, monkeypatch):
-    batches = {"dearest": [(3,) * 20], "twice": [(0,) * 20, (0,) * 20], "short": [(0, 0, 0)],
-               "range": [(0,) * 19 + (4,)]}
+    batches = {
+        "dearest": [(3,) * 20],
+        "twice": [(0,) * 20, (0,) * 20],
+        "short": [(0, 0, 0)],
+        "range": [(0,) * 19 + (4,)],
+    }
 
     class BadHill(ToyStrategy):
         name = "bad-hill"
@@ -419,8 +508,9 @@ class ToyTask(Task):
 
     def dataset(self, split, *, train):
         generator = torch.Generator().manual_seed(len(split))
-        return TensorDataset(torch.rand(self.size, 3, 32, 32, generator=generator),
-                             torch.randint(3, (self.size,), generator=generator))
+        return TensorDataset(
+            torch.rand(self.size, 3, 32, 32, generator=generator), torch.randint(3, (self.size,), generator=generator)
+        )
 
     def loss(self, model, batch):
         images, labels = batch
@@ -492,14 +582,20 @@ def test_the_built_in_classification_task_passes_on_the_small_space():
     check_task(task, backbone=space.build_network(space.named[space.baseline_name]), out_channels=space.out_channels)
 
 
-@pytest.mark.parametrize("task, message", [
-    (DictBatches(), "task 'conformance-toy': a batch is a dict, not (images, targets); collate must return the "
-                    "images first"),
-    (DetachedLoss(), "task 'conformance-toy': loss(model, batch) has no gradient"),
-    (NoScore(), "task 'conformance-toy': evaluate returned a dict ({'top1':"),
-    (LeavesEvalMode(), "task 'conformance-toy': evaluate left the model in eval mode"),
-    (WrongOptions(size=4), "task 'conformance-toy': WrongOptions(**options()) fails (TypeError: "),
-], ids=["dict-batch", "detached-loss", "no-score", "eval-mode", "options"])
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        (
+            DictBatches(),
+            "task 'conformance-toy': a batch is a dict, not (images, targets); collate must return the images first",
+        ),
+        (DetachedLoss(), "task 'conformance-toy': loss(model, batch) has no gradient"),
+        (NoScore(), "task 'conformance-toy': evaluate returned a dict ({'top1':"),
+        (LeavesEvalMode(), "task 'conformance-toy': evaluate left the model in eval mode"),
+        (WrongOptions(size=4), "task 'conformance-toy': WrongOptions(**options()) fails (TypeError: "),
+    ],
+    ids=["dict-batch", "detached-loss", "no-score", "eval-mode", "options"],
+)
 def test_a_broken_task_gets_one_line_naming_it(task, message):
     with pytest.raises(NasEngineError) as excinfo:
         check_task(task)
@@ -512,20 +608,26 @@ def test_a_run_on_a_broken_space_is_refused_before_anything_is_written(tmp_path,
     from nasengine.engine import Run
 
     real_get = registry.get
-    monkeypatch.setattr(registry, "get", lambda kind, name: (
-        FourDeclaredThreeReturned if name == "conformance-3-returned" else real_get(kind, name)))
-    config = configuration.resolve("smoke", overrides={"space": "conformance-3-returned",
-                                                       "task_options": {"search_size": 4, "calib_size": 2}})
+    monkeypatch.setattr(
+        registry,
+        "get",
+        lambda kind, name: FourDeclaredThreeReturned if name == "conformance-3-returned" else real_get(kind, name),
+    )
+    config = configuration.resolve(
+        "smoke", overrides={"space": "conformance-3-returned", "task_options": {"search_size": 4, "calib_size": 2}}
+    )
     with pytest.raises(NasEngineError) as excinfo:
         Run.create(tmp_path / "run", config)
-    assert "space 'conformance-3-returned': the supernet returns 3 feature maps but out_channels lists 4" in \
-        one_line(excinfo)
+    assert "space 'conformance-3-returned': the supernet returns 3 feature maps but out_channels lists 4" in one_line(
+        excinfo
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_nasengine_check_passes_the_built_in_space_and_strategy():
-    result = CliRunner().invoke(cli, ["check", "--space", "shufflenet-small", "--strategy", "evolution"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["check", "--space", "shufflenet-small", "--strategy", "evolution"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 2
@@ -544,13 +646,13 @@ def test_nasengine_check_names_the_broken_plugin(monkeypatch):
 
 
 # --- the FLOPs cache -----------------------------------------------------------------------------
-HELPER_BLOCKS = '''
+HELPER_BLOCKS = """
 from torch import nn
 
 
 def block(c_in, c_out, kernel):
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False), nn.BatchNorm2d(c_out))
-'''
+"""
 HELPER_SPACE = '''
 from torch import nn
 
@@ -603,20 +705,26 @@ def test_a_changed_helper_module_rebuilds_the_table(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     try:
         space = load_helper_space(tmp_path)
-        assert set(flops.space_modules(type(space))) == {"conformance_helper", "conformance_helper.space",
-                                                          "conformance_helper.blocks"}
+        assert set(flops.space_modules(type(space))) == {
+            "conformance_helper",
+            "conformance_helper.space",
+            "conformance_helper.blocks",
+        }
         before = flops.table_path(space, 16)
         assert cost_of(space, (1, 1), 16).flops == trace_flops(space.build_network((1, 1)), 16)
 
-        wider = HELPER_BLOCKS.replace("nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False)",
-                                      "nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False), "
-                                      "nn.Conv2d(c_out, c_out, 1)")
+        wider = HELPER_BLOCKS.replace(
+            "nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False)",
+            "nn.Conv2d(c_in, c_out, kernel, 2, kernel // 2, bias=False), nn.Conv2d(c_out, c_out, 1)",
+        )
         (package / "blocks.py").write_text(wider)  # only the helper changes; space.py is the same file
         space = load_helper_space(tmp_path)
         flops._tables.clear()
         assert flops.table_path(space, 16) != before
         network = space.build_network((1, 1))
-        assert cost_of(space, (1, 1), 16).flops == trace_flops(network, 16) and cost_of(space, (1, 1)).params == count_params(network)
+        assert cost_of(space, (1, 1), 16).flops == trace_flops(network, 16) and cost_of(
+            space, (1, 1)
+        ).params == count_params(network)
     finally:
         for name in [n for n in sys.modules if n.startswith("conformance_helper")]:
             del sys.modules[name]
@@ -642,8 +750,9 @@ def test_a_stale_table_on_disk_is_caught_by_its_trace_check_and_rebuilt(tmp_path
     assert traced == [32]
 
 
-@pytest.mark.parametrize("command", [["space", "conformance-no-named"],
-                                     ["flops", "--space", "conformance-no-named", "--arch", "0,0,0,0"]])
+@pytest.mark.parametrize(
+    "command", [["space", "conformance-no-named"], ["flops", "--space", "conformance-no-named", "--arch", "0,0,0,0"]]
+)
 def test_space_and_flops_commands_refuse_a_space_without_named_in_one_line(command, monkeypatch):
     real_get = registry.get
     monkeypatch.setattr(registry, "get", lambda kind, name: NoNamed if name == NoNamed.name else real_get(kind, name))

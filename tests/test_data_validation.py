@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from test_coco_data import annotation, coco_task, embedded_root, voc_copy, write_coco  # noqa: F401 (a fixture)
 
 from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.tasks import coco_data, embedded_detection
 from nasengine.tasks.detection import VocFpnTask
-from test_coco_data import annotation, coco_task, embedded_root, voc_copy, write_coco  # noqa: F401 (a fixture)
 
 XYXY = [[4, 6, 20, 28], [10, 12, 30, 30], [16, 2, 28, 14], [3, 18, 14, 31], [20, 20, 31, 29], [1, 1, 9, 9]]
 
@@ -162,14 +162,19 @@ def test_a_voc_set_without_objects_names_the_set_file(embedded_root, tmp_path):
     assert str(root / "ImageSets" / "Main" / "train.txt") in message and "needs at least one box" in message
 
 
-@pytest.mark.parametrize("declaration", [
-    '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>',
-    '<!DOCTYPE annotation SYSTEM "file:///etc/passwd">',
-])
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>',
+        '<!DOCTYPE annotation SYSTEM "file:///etc/passwd">',
+    ],
+)
 def test_voc_xml_declaring_entities_is_refused_before_parsing(embedded_root, tmp_path, monkeypatch, declaration):
     root = voc_copy(embedded_root, tmp_path)
     path = voc_xml(root)[0]
-    path.write_text(f'<?xml version="1.0"?>\n{declaration}\n<annotation><object><name>&lol2;</name></object></annotation>')
+    path.write_text(
+        f'<?xml version="1.0"?>\n{declaration}\n<annotation><object><name>&lol2;</name></object></annotation>'
+    )
     monkeypatch.setattr("nasengine.tasks.voc_data.ET.fromstring", lambda *args: pytest.fail("parsed"))
     message = check_error(voc_task(root))
     assert str(path) in message and "must not declare entities" in message
@@ -178,5 +183,7 @@ def test_voc_xml_declaring_entities_is_refused_before_parsing(embedded_root, tmp
 def test_utf16_voc_xml_declaring_entities_is_refused(embedded_root, tmp_path):
     root = voc_copy(embedded_root, tmp_path)
     path = voc_xml(root)[0]
-    path.write_bytes('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x "y">]><annotation/>'.encode("utf-16"))
+    path.write_bytes(
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x "y">]><annotation/>'.encode("utf-16")
+    )
     assert "must not declare entities" in check_error(voc_task(root))

@@ -15,8 +15,15 @@ from nasengine.tasks.coco_metrics import METRICS, coco_metrics, detections_to_re
 
 TASKS = ("coco-fpn", "coco-retinanet", "voc-fpn", "voc-retinanet")
 TINY_DATA = {"canvas_size": 64, "num_train": 16, "num_test": 6}
-TINY = {"min_size": 64, "max_size": 64, "fpn_channels": 32, "batch_size": 2, "search_size": 4, "calib_size": 2,
-        "test_size": 4}
+TINY = {
+    "min_size": 64,
+    "max_size": 64,
+    "fpn_channels": 32,
+    "batch_size": 2,
+    "search_size": 4,
+    "calib_size": 2,
+    "test_size": 4,
+}
 TINY_FPN = {"proposals_per_image": 20, "rois_per_image": 16}
 
 
@@ -26,8 +33,11 @@ def tiny_embedded_data(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NASENGINE_CACHE", str(tmp_path_factory.mktemp("cache")))
         root = embedded_detection.ensure_embedded_detection_data(**TINY_DATA)
-        patch.setattr(embedded_detection, "ensure_embedded_detection_data",
-                      functools.partial(embedded_detection.ensure_embedded_detection_data, **TINY_DATA))
+        patch.setattr(
+            embedded_detection,
+            "ensure_embedded_detection_data",
+            functools.partial(embedded_detection.ensure_embedded_detection_data, **TINY_DATA),
+        )
         yield root
 
 
@@ -78,7 +88,11 @@ def test_task_attributes_and_options_rebuild_the_task():
     for name in TASKS:
         task = make_task(name)
         cls = type(task)
-        assert cls.kind == "detection" and cls.base_batch_size == 16 and task.splits == ("train", "search", "test", "calib")
+        assert (
+            cls.kind == "detection"
+            and cls.base_batch_size == 16
+            and task.splits == ("train", "search", "test", "calib")
+        )
         assert cls.base_lr == (0.02 if name.endswith("fpn") else 0.01)
         assert "\n" not in cls.description and cls.name == name
         assert cls(**task.options()).options() == task.options()
@@ -90,8 +104,19 @@ def test_defaults_follow_the_data():
     embedded = registry.get("task", "coco-fpn")()
     user = registry.get("task", "voc-fpn")(data_root="/nonexistent")  # nothing is read on construction
     assert (embedded.min_size, embedded.max_size, embedded.fpn_channels, embedded.batch_size) == (64, 64, 32, 8)
-    assert (user.min_size, user.max_size, user.anchor_sizes, user.fpn_channels) == (800, 1333, [32, 64, 128, 256, 512], 256)
-    assert (user.search_size, user.calib_size, user.batch_size, user.train_set, user.test_set) == (5000, 500, 2, "trainval", "test")
+    assert (user.min_size, user.max_size, user.anchor_sizes, user.fpn_channels) == (
+        800,
+        1333,
+        [32, 64, 128, 256, 512],
+        256,
+    )
+    assert (user.search_size, user.calib_size, user.batch_size, user.train_set, user.test_set) == (
+        5000,
+        500,
+        2,
+        "trainval",
+        "test",
+    )
     coco = registry.get("task", "coco-fpn")(data_root="/nonexistent")
     assert (coco.train_images, coco.test_annotations) == ("train2017", "annotations/instances_val2017.json")
     with pytest.raises(NasEngineError, match="data root /nonexistent"):
@@ -122,8 +147,9 @@ def ground_truth_results(task, split: str, shift: float = 0.0) -> tuple[list[dic
     for _, target in data:
         boxes = target["boxes"].clone()
         boxes[:, 0::2] += shift * (boxes[:, 2:3] - boxes[:, 0:1])
-        results += detections_to_results(boxes, torch.ones(len(boxes)), target["labels"], target["image_id"],
-                                         data.category_ids)
+        results += detections_to_results(
+            boxes, torch.ones(len(boxes)), target["labels"], target["image_id"], data.category_ids
+        )
         ids.append(target["image_id"])
     return results, ids
 
@@ -159,12 +185,24 @@ def test_train_flips_boxes_with_the_image():
     flipped = next(s for s in samples if not torch.equal(s[0], plain[0]))
     width = plain[0].shape[-1]
     assert torch.equal(flipped[0], plain[0].flip(-1))
-    expected = torch.stack([width - plain[1]["boxes"][:, 2], plain[1]["boxes"][:, 1],
-                            width - plain[1]["boxes"][:, 0], plain[1]["boxes"][:, 3]], dim=1)
+    expected = torch.stack(
+        [
+            width - plain[1]["boxes"][:, 2],
+            plain[1]["boxes"][:, 1],
+            width - plain[1]["boxes"][:, 0],
+            plain[1]["boxes"][:, 3],
+        ],
+        dim=1,
+    )
     assert torch.equal(flipped[1]["boxes"], expected) and torch.equal(flipped[1]["labels"], plain[1]["labels"])
 
 
 def test_results_convert_boxes_and_labels_and_drop_background():
-    results = detections_to_results(torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.0, 0.0, 5.0, 5.0]]), torch.tensor([0.9, 0.8]),
-                                    torch.tensor([2, 0]), image_id=7, category_ids=[3, 9])
+    results = detections_to_results(
+        torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.0, 0.0, 5.0, 5.0]]),
+        torch.tensor([0.9, 0.8]),
+        torch.tensor([2, 0]),
+        image_id=7,
+        category_ids=[3, 9],
+    )
     assert results == [{"image_id": 7, "category_id": 9, "bbox": [1.0, 2.0, 10.0, 20.0], "score": pytest.approx(0.9)}]

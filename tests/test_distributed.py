@@ -9,8 +9,8 @@ import torch.multiprocessing as mp
 
 from nasengine import registry
 from nasengine.config import Schedule, SearchConfig
-from nasengine.search import run_search
 from nasengine.sampling import uniform_path
+from nasengine.search import run_search
 from nasengine.training import train
 
 WORLD = 2
@@ -34,20 +34,35 @@ def _worker(rank: int, port: int, out: str) -> None:
         before = {k: v.clone() for k, v in supernet.state_dict().items()}
         arch = uniform_path(space.choices, 4, 0)
         schedule = Schedule(iterations=2, batch_size=4, lr=0.1, weight_decay=1e-3, checkpoint_every=100)
-        train(model, task, task.dataset("train", train=True), schedule, _path(out, "train"), seed=0,
-              device=torch.device("cpu"), description="ddp", paths=lambda it: [arch], activate=supernet.activate)
+        train(
+            model,
+            task,
+            task.dataset("train", train=True),
+            schedule,
+            _path(out, "train"),
+            seed=0,
+            device=torch.device("cpu"),
+            description="ddp",
+            paths=lambda it: [arch],
+            activate=supernet.activate,
+        )
         after = supernet.state_dict()
-        inactive_changed = [k for k in before if ".choices." in k and not _on_path(k, arch)
-                            and not torch.equal(before[k], after[k])]
+        inactive_changed = [
+            k for k in before if ".choices." in k and not _on_path(k, arch) and not torch.equal(before[k], after[k])
+        ]
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
         gathered = [torch.zeros_like(flat) for _ in range(WORLD)]
         dist.all_gather(gathered, flat)
 
-        search = SearchConfig(strategy="random", strategy_options={"population": 3, "generations": 1},
-                              flops_max=300e6, batch_size=16)
+        search = SearchConfig(
+            strategy="random", strategy_options={"population": 3, "generations": 1}, flops_max=300e6, batch_size=16
+        )
         best = run_search(space, task, supernet, model, search, _path(out, "search"), seed=0)
-        result = {"inactive_changed": inactive_changed, "ranks_equal": all(torch.equal(g, gathered[0]) for g in gathered),
-                  "best": best["arch"]}
+        result = {
+            "inactive_changed": inactive_changed,
+            "ranks_equal": all(torch.equal(g, gathered[0]) for g in gathered),
+            "best": best["arch"],
+        }
         with open(f"{out}/rank{rank}.json", "w") as handle:
             json.dump(result, handle)
     finally:

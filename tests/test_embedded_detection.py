@@ -102,7 +102,11 @@ def test_voc_annotations_match_coco(small_root):
             assert root.findtext("filename") == f"{stem}.jpg"
             assert (int(root.findtext("size/width")), int(root.findtext("size/height"))) == (96, 96)
             assert Image.open(voc / "JPEGImages" / f"{stem}.jpg").size == (96, 96)
-            expected = [(CLASS_NAMES[a["category_id"] - 1], a["bbox"]) for a in coco["annotations"] if a["image_id"] == image["id"]]
+            expected = [
+                (CLASS_NAMES[a["category_id"] - 1], a["bbox"])
+                for a in coco["annotations"]
+                if a["image_id"] == image["id"]
+            ]
             found = []
             for obj in root.iter("object"):
                 box = [int(obj.findtext(f"bndbox/{tag}")) for tag in ("xmin", "ymin", "xmax", "ymax")]

@@ -64,8 +64,10 @@ def test_interrupted_search_resumes_to_the_same_history(smoke_run, tmp_path):
     resumed = [json.loads(line) for line in (copy / "search" / "history.jsonl").read_text().splitlines()]
     assert [r["arch"] for r in resumed] == [r["arch"] for r in original]
     assert [r["score"] for r in resumed] == pytest.approx([r["score"] for r in original])
-    assert json.loads((copy / "search" / "best.json").read_text())["arch"] == \
-        json.loads((out / "search" / "best.json").read_text())["arch"]
+    assert (
+        json.loads((copy / "search" / "best.json").read_text())["arch"]
+        == json.loads((out / "search" / "best.json").read_text())["arch"]
+    )
 
 
 def test_same_out_with_other_config_is_refused(smoke_run):
@@ -85,7 +87,9 @@ def test_show_lists_phases_and_candidates(smoke_run):
 def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path):
     out, _ = smoke_run
     baseline = tmp_path / "baseline"
-    output = invoke("random-baseline", "--preset", "smoke", "-n", "2", "--out", baseline, "--compare", out, "--quiet").output
+    output = invoke(
+        "random-baseline", "--preset", "smoke", "-n", "2", "--out", baseline, "--compare", out, "--quiet"
+    ).output
     summary = json.loads((baseline / "random_baseline.json").read_text())
     assert summary["count"] == 2
     assert len({tuple(r["arch"]) for r in summary["results"]}) == 2

@@ -18,16 +18,29 @@ def plugin_env(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, timeout=300, env={**os.environ, "TMPDIR": str(build)},
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(build)},
     )
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
 def nasengine(env, *args):
-    return subprocess.run([sys.executable, "-m", "nasengine", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "nasengine", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_installed_plugin_is_listed(plugin_env):
@@ -54,7 +67,13 @@ def test_smoke_run_searches_the_plugin_space(plugin_env, tmp_path):
 
 def test_the_plugins_own_conformance_tests_pass(plugin_env, tmp_path):
     """The example's tests use nasengine.testing as a third-party author would; they must pass as shipped."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                            capture_output=True, text=True, env=plugin_env, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        capture_output=True,
+        text=True,
+        env=plugin_env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout

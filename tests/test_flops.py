@@ -25,8 +25,48 @@ from nasengine.interfaces import Arch, Space
 from nasengine.spaces.shufflenet import ShuffleNetLarge, ShuffleNetSmall
 
 COCO_FPN_300M = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
-DETNASNET = (0, 0, 3, 1, 2, 1, 0, 2, 0, 3, 1, 2, 3, 3, 2, 0, 2, 1, 1, 3,
-             2, 0, 2, 2, 2, 1, 3, 1, 0, 3, 3, 3, 1, 3, 3, 3, 3, 3, 3, 3)
+DETNASNET = (
+    0,
+    0,
+    3,
+    1,
+    2,
+    1,
+    0,
+    2,
+    0,
+    3,
+    1,
+    2,
+    3,
+    3,
+    2,
+    0,
+    2,
+    1,
+    1,
+    3,
+    2,
+    0,
+    2,
+    2,
+    2,
+    1,
+    3,
+    1,
+    0,
+    3,
+    3,
+    3,
+    1,
+    3,
+    3,
+    3,
+    3,
+    3,
+    3,
+    3,
+)
 TOY_KERNELS = (1, 3, 5)
 
 
@@ -116,10 +156,17 @@ def test_trace_counts_convolutions_and_linear_layers_but_not_batch_norm():
     assert trace_flops(conv, 10) == trace_flops(conv_bn, 10) == 8 * 10 * 10 * 3 * 9  # bias adds nothing
     # fvcore's stock counter does count the BN this module traces to, so the rule above is ours
     assert FlopCountAnalysis(conv_bn.eval(), torch.zeros(1, 3, 10, 10)).unsupported_ops_warnings(False).total() > (
-        8 * 10 * 10 * 3 * 9)
+        8 * 10 * 10 * 3 * 9
+    )
 
-    model = nn.Sequential(conv_bn, nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = nn.Sequential(
+        conv_bn,
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
     expected = 8 * 10 * 10 * 3 * 9 + 8 * 10 * 10 * 9 + 8 * 10
     model.train()
     running_mean = model[0][1].running_mean.clone()
@@ -137,9 +184,15 @@ def test_published_backbones_have_the_papers_macs_by_table_and_by_trace():
         assert cost_of(space, arch).params == count_params(network)
 
 
-@pytest.mark.parametrize("space, archs", [
-    (ShuffleNetSmall(), 4), (ShuffleNetLarge(), 2), (ShuffleNetLarge(width="3.8G"), 1),
-], ids=["small", "large", "large-3.8G"])
+@pytest.mark.parametrize(
+    "space, archs",
+    [
+        (ShuffleNetSmall(), 4),
+        (ShuffleNetLarge(), 2),
+        (ShuffleNetLarge(width="3.8G"), 1),
+    ],
+    ids=["small", "large", "large-3.8G"],
+)
 def test_lookup_table_equals_a_full_trace(space, archs):
     for arch in random_archs(space, archs, seed=len(space.choices) + archs):
         network = space.build_network(arch)

@@ -24,8 +24,9 @@ PLUGIN_PACKAGES = ("spaces", "tasks", "strategies")
 
 
 def core_modules() -> dict[str, ast.Module]:
-    return {path.stem: ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            for path in sorted(CORE.glob("*.py"))}
+    return {
+        path.stem: ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for path in sorted(CORE.glob("*.py"))
+    }
 
 
 def imported(tree: ast.Module, modules: set[str]) -> set[str]:
@@ -69,7 +70,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if target not in graph or target == "__init__":  # the package itself is not a module of the graph
                 continue
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 found = visit(target)
                 if found:
@@ -89,8 +90,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def builtin_plugin_names() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     groups = project["entry-points"]
-    names = [name for group in ("nasengine.spaces", "nasengine.tasks", "nasengine.strategies")
-             for name in groups.get(group, {})]
+    names = [
+        name
+        for group in ("nasengine.spaces", "nasengine.tasks", "nasengine.strategies")
+        for name in groups.get(group, {})
+    ]
     assert names, "pyproject.toml registers no built-in plugins"
     return names
 
@@ -100,14 +104,22 @@ def docstring_nodes(tree: ast.Module) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 found.add(id(first.value))
         # an attribute docstring: a string expression right after an assignment
         body = getattr(node, "body", None)
         body = body if isinstance(body, list) else []  # a lambda's body is one expression
         for before, after in zip(body[:-1], body[1:]):
-            if (isinstance(before, (ast.Assign, ast.AnnAssign)) and isinstance(after, ast.Expr)
-                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            if (
+                isinstance(before, (ast.Assign, ast.AnnAssign))
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 found.add(id(after.value))
     return found
 
@@ -129,9 +141,11 @@ def plugin_names_in_literals(tree: ast.Module, names: list[str]) -> list[tuple[i
 
 # --- the checks -----------------------------------------------------------------------------------
 def test_the_reader_sees_every_kind_of_import():
-    tree = ast.parse("import nasengine.a\nfrom nasengine import b, errors\nfrom nasengine.c import d\n"
-                     "def f():\n    from nasengine.e import g\n"
-                     "if TYPE_CHECKING:\n    from nasengine.h import Run\nfrom . import i\nfrom .j import k\n")
+    tree = ast.parse(
+        "import nasengine.a\nfrom nasengine import b, errors\nfrom nasengine.c import d\n"
+        "def f():\n    from nasengine.e import g\n"
+        "if TYPE_CHECKING:\n    from nasengine.h import Run\nfrom . import i\nfrom .j import k\n"
+    )
     assert imported(tree, {"b", "errors"}) == {"a", "b", "errors", "c", "e", "h", "i", "j"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "errors"}, "b": {"errors"}, "errors": set()}) is None
@@ -151,14 +165,19 @@ def test_the_contract_imports_nothing_of_the_core_above_it():
 
 def test_the_core_imports_no_plugin():
     for module, imports in import_graph().items():
-        assert not imports & set(PLUGIN_PACKAGES), f"nasengine/{module}.py imports {sorted(imports & set(PLUGIN_PACKAGES))}"
+        assert not imports & set(PLUGIN_PACKAGES), (
+            f"nasengine/{module}.py imports {sorted(imports & set(PLUGIN_PACKAGES))}"
+        )
 
 
 def test_no_builtin_plugin_is_named_outside_the_table():
     names = builtin_plugin_names()
-    hits = [f"nasengine/{module}.py:{line}: {name!r} in {text[:80]!r}"
-            for module, tree in core_modules().items() if module != TABLE
-            for line, name, text in plugin_names_in_literals(tree, names)]
+    hits = [
+        f"nasengine/{module}.py:{line}: {name!r} in {text[:80]!r}"
+        for module, tree in core_modules().items()
+        if module != TABLE
+        for line, name, text in plugin_names_in_literals(tree, names)
+    ]
     assert not hits, "built-in plugin names outside nasengine/defaults.py:\n" + "\n".join(hits)
 
 

@@ -112,13 +112,25 @@ def test_code_running_pickle_is_refused_in_one_line(tmp_path, save):
 
 def test_stale_temp_files_are_removed_and_real_files_kept(tmp_path):
     stale = [
-        ".checkpoint.pt.abc12345", ".done.json.xyz_9876", "search/.history.jsonl.q1w2e3r4",
-        ".config.toml.k2j3m4n5", "pretrain/.supernet.pt.a1b2c3d4", "pretrain/.tmp-checkpoint.pt.zz99yy88",
+        ".checkpoint.pt.abc12345",
+        ".done.json.xyz_9876",
+        "search/.history.jsonl.q1w2e3r4",
+        ".config.toml.k2j3m4n5",
+        "pretrain/.supernet.pt.a1b2c3d4",
+        "pretrain/.tmp-checkpoint.pt.zz99yy88",
         ".tmp-summary.json.0a_b1c2d",
     ]
     kept = [
-        ".lock", "checkpoint.pt", "done.json", "config.toml", "search/history.jsonl", ".gitignore",
-        "pretrain/.hidden", ".notes.txt.abcdefgh", ".config.toml.bak", "pretrain/supernet.pt",
+        ".lock",
+        "checkpoint.pt",
+        "done.json",
+        "config.toml",
+        "search/history.jsonl",
+        ".gitignore",
+        "pretrain/.hidden",
+        ".notes.txt.abcdefgh",
+        ".config.toml.bak",
+        "pretrain/supernet.pt",
     ]
     for name in stale + kept:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -176,15 +188,18 @@ def test_history_garbled_middle_line_stops_and_keeps_the_file(tmp_path):
     assert path.read_text() == text
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"arch": [0, 1], "flops": 1}', "no numeric 'score'"),
-    ('{"arch": [0, 1], "score": null}', "no numeric 'score'"),
-    ('{"arch": [0, 1], "score": "0.5"}', "no numeric 'score'"),
-    ('{"score": 0.5}', "no 'arch' list of integers"),
-    ('{"arch": [0, 1.5], "score": 0.5}', "no 'arch' list of integers"),
-    ('[0, 1]', "a JSON list, not an object"),
-    ('', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"arch": [0, 1], "flops": 1}', "no numeric 'score'"),
+        ('{"arch": [0, 1], "score": null}', "no numeric 'score'"),
+        ('{"arch": [0, 1], "score": "0.5"}', "no numeric 'score'"),
+        ('{"score": 0.5}', "no 'arch' list of integers"),
+        ('{"arch": [0, 1.5], "score": 0.5}', "no 'arch' list of integers"),
+        ("[0, 1]", "a JSON list, not an object"),
+        ("", "not valid JSON"),
+    ],
+)
 def test_history_record_without_fields_stops(tmp_path, line, reason):
     path = tmp_path / "history.jsonl"
     path.write_text(_lines(_record([0, 0])) + line + "\n" + _lines(_record([2, 2])))
@@ -220,8 +235,9 @@ _HOLD_IN_CHILD = textwrap.dedent("""
 
 
 def test_second_process_is_refused_with_the_holder_pid(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", _HOLD_IN_CHILD, str(tmp_path)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_IN_CHILD, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline() == "held\n"
         with pytest.raises(NasEngineError) as info:
@@ -237,8 +253,10 @@ def test_second_process_is_refused_with_the_holder_pid(tmp_path):
 
 
 def test_the_child_is_refused_while_this_process_holds_the_lock(tmp_path):
-    code = ("import sys\nfrom nasengine.errors import NasEngineError\nfrom nasengine.run_lock import RunLock\n"
-            "try:\n    RunLock(sys.argv[1]).acquire()\nexcept NasEngineError as exc:\n    print(exc)\n")
+    code = (
+        "import sys\nfrom nasengine.errors import NasEngineError\nfrom nasengine.run_lock import RunLock\n"
+        "try:\n    RunLock(sys.argv[1]).acquire()\nexcept NasEngineError as exc:\n    print(exc)\n"
+    )
     with hold_run_lock(tmp_path):
         result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith(f"{tmp_path} is in use by another nasengine process (pid {os.getpid()}, started ")
@@ -260,11 +278,13 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
         first.release()
     # still held by ``first``: another process is refused until it is released
     code = "import sys\nfrom nasengine.run_lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
-    refused = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                             timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode != 0 and "is in use by another nasengine process" in refused.stderr
     first.release()
     first.release()  # an extra release does nothing
-    accepted = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                              timeout=60)
+    accepted = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=60
+    )
     assert accepted.returncode == 0, accepted.stderr

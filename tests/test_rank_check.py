@@ -14,13 +14,12 @@ from click.testing import CliRunner
 from nasengine import config as configuration
 from nasengine.checkpoint import load_checkpoint
 from nasengine.cli import cli
-from nasengine.config import Schedule
+from nasengine.config import Schedule, scale_schedule
 from nasengine.engine import Run
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
-from nasengine.report import collect
-from nasengine.config import scale_schedule
 from nasengine.rank_check import candidate_dir, describe, plot_rank_check, rank_statistics, ranks, select_candidates
+from nasengine.report import collect
 
 
 def invoke(*args):
@@ -33,9 +32,9 @@ def invoke(*args):
 @pytest.mark.parametrize(
     "standalone, tau, rho",
     [
-        ([0.1, 0.2, 0.3, 0.4], 1.0, 1.0),          # concordant
-        ([0.1, 0.3, 0.2, 0.4], 2 / 3, 0.8),        # one adjacent pair swapped: (5 - 1) / 6; 1 - 6*2/60
-        ([0.4, 0.3, 0.2, 0.1], -1.0, -1.0),        # reversed
+        ([0.1, 0.2, 0.3, 0.4], 1.0, 1.0),  # concordant
+        ([0.1, 0.3, 0.2, 0.4], 2 / 3, 0.8),  # one adjacent pair swapped: (5 - 1) / 6; 1 - 6*2/60
+        ([0.4, 0.3, 0.2, 0.1], -1.0, -1.0),  # reversed
     ],
 )
 def test_rank_statistics_known_values(standalone, tau, rho):
@@ -124,11 +123,15 @@ def test_schedule_scale_shortens_iterations_and_warmup_and_keeps_fractions():
 
 
 def test_plot_of_a_non_degenerate_check(tmp_path):
-    candidates = [{"supernet_score": s, "standalone_score": t, "supernet_rank": r}
-                  for r, (s, t) in enumerate([(0.3, 0.2), (0.2, 0.25), (0.1, 0.05)], 1)]
-    summary = {**rank_statistics([c["supernet_score"] for c in candidates],
-                                 [c["standalone_score"] for c in candidates]),
-               "schedule_scale": 1.0, "candidates": candidates}
+    candidates = [
+        {"supernet_score": s, "standalone_score": t, "supernet_rank": r}
+        for r, (s, t) in enumerate([(0.3, 0.2), (0.2, 0.25), (0.1, 0.05)], 1)
+    ]
+    summary = {
+        **rank_statistics([c["supernet_score"] for c in candidates], [c["standalone_score"] for c in candidates]),
+        "schedule_scale": 1.0,
+        "candidates": candidates,
+    }
     plot_rank_check(summary, tmp_path / "rank_check.png")
     assert (tmp_path / "rank_check.png").stat().st_size > 1000
 

@@ -11,7 +11,9 @@ from nasengine.errors import NasEngineError
 def test_builtins_are_found_through_entry_points():
     assert {"shufflenet-small", "shufflenet-large"} <= set(registry.plugins("space"))
     assert {"evolution", "random"} <= set(registry.plugins("strategy"))
-    assert {"fashion-mnist", "imagenet", "coco-fpn", "coco-retinanet", "voc-fpn", "voc-retinanet"} <= set(registry.plugins("task"))
+    assert {"fashion-mnist", "imagenet", "coco-fpn", "coco-retinanet", "voc-fpn", "voc-retinanet"} <= set(
+        registry.plugins("task")
+    )
     plugin = registry.plugins("space")["shufflenet-small"]
     assert plugin.source.startswith("nasengine ")
 

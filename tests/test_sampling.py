@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from resume_check import assert_resume_matches
 
 from nasengine import config as configuration
 from nasengine import registry
@@ -11,7 +12,6 @@ from nasengine.distill import backbone_input, inherit_shared, supports_distillat
 from nasengine.engine import Run
 from nasengine.errors import NasEngineError
 from nasengine.sampling import fair_paths, paths_for, uniform_path
-from resume_check import assert_resume_matches
 
 
 def test_fair_paths_train_every_choice_of_every_position_once():
@@ -37,11 +37,17 @@ def test_paths_for_each_sampling():
         paths_for("greedy", choices, 2, 3)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"pretrain_schedule": {"sampling": "greedy"}}, "pretrain_schedule.sampling must be one of 'uniform', 'fair', 'distill'"),
-    ({"finetune_schedule": {"sampling": "distill"}}, "for pre-training only"),
-    ({"pretrain_schedule": {"distill_fraction": 1.0}}, r"distill_fraction must be a number in \(0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"pretrain_schedule": {"sampling": "greedy"}},
+            "pretrain_schedule.sampling must be one of 'uniform', 'fair', 'distill'",
+        ),
+        ({"finetune_schedule": {"sampling": "distill"}}, "for pre-training only"),
+        ({"pretrain_schedule": {"distill_fraction": 1.0}}, r"distill_fraction must be a number in \(0, 1\)"),
+    ],
+)
 def test_bad_sampling_settings_are_refused(overrides, message):
     with pytest.raises(NasEngineError, match=message):
         configuration.resolve("smoke", overrides=overrides)
@@ -90,8 +96,14 @@ def test_backbone_input_is_what_the_model_feeds_its_backbone_and_head_is_inherit
 def test_distilled_supernet_learns_well_below_chance(tmp_path):
     """The guard of the demo's recipe: a short pre-training (about 2 minutes on 2 cores) ends clearly
     below chance (ln 10 = 2.30) on the embedded Fashion-MNIST, where uniform sampling stays above it."""
-    overrides = {"pretrain_schedule": {"sampling": "distill", "iterations": 600, "distill_fraction": 0.5,
-                                       "checkpoint_every": 1000}}
+    overrides = {
+        "pretrain_schedule": {
+            "sampling": "distill",
+            "iterations": 600,
+            "distill_fraction": 0.5,
+            "checkpoint_every": 1000,
+        }
+    }
     run = Run.create(tmp_path / "run", configuration.resolve("demo", overrides=overrides))
     run.pretrain()
     losses = [json.loads(line)["loss"] for line in (run.dir / "pretrain" / "log.jsonl").read_text().splitlines()]
@@ -121,8 +133,20 @@ def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monkeypa
             return real_path(choices, seed, iteration)
 
         monkeypatch.setattr(distill_module, "uniform_path", path)
-        distill_module.distill(model, supernet, teacher_model, teacher, task, task.dataset("train", train=True),
-                               space.choices, schedule, 4, directory, seed=3, description="test")
+        distill_module.distill(
+            model,
+            supernet,
+            teacher_model,
+            teacher,
+            task,
+            task.dataset("train", train=True),
+            space.choices,
+            schedule,
+            4,
+            directory,
+            seed=3,
+            description="test",
+        )
         return model.state_dict()
 
     assert_resume_matches(run, tmp_path, stop_at=3, iterations=4)

@@ -77,9 +77,17 @@ def test_compare_scores_reports_finals_and_candidates_needed():
     assert comparison["k"] == 2
     assert comparison["lower_final"] == 3.5
     assert comparison["strategies"]["evolution"] == {
-        "candidates": 6, "final_top_k_mean": 5.5, "to_reach_other_final": 4, "to_reach_lower_final": 4}
+        "candidates": 6,
+        "final_top_k_mean": 5.5,
+        "to_reach_other_final": 4,
+        "to_reach_lower_final": 4,
+    }
     assert comparison["strategies"]["random"] == {
-        "candidates": 6, "final_top_k_mean": 3.5, "to_reach_other_final": None, "to_reach_lower_final": 6}
+        "candidates": 6,
+        "final_top_k_mean": 3.5,
+        "to_reach_other_final": None,
+        "to_reach_lower_final": 6,
+    }
 
 
 def test_compare_scores_with_too_few_scored_candidates_has_no_finals():
@@ -114,8 +122,12 @@ def _files(folder):
 
 # the smoke preset with one training iteration per phase and tiny search splits: the search's shape
 # (evolution 4 x 2, top-2) is what these tests need, not a trained supernet
-FAST_SMOKE = {"preset": "smoke", "pretrain_schedule": {"iterations": 1}, "finetune_schedule": {"iterations": 1},
-              "task_options": {"search_size": 2, "calib_size": 2}}
+FAST_SMOKE = {
+    "preset": "smoke",
+    "pretrain_schedule": {"iterations": 1},
+    "finetune_schedule": {"iterations": 1},
+    "task_options": {"search_size": 2, "calib_size": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -153,16 +165,21 @@ def test_the_report_plots_and_summarises_the_comparison(searched_run):
     png = out / "report" / "search_vs_random.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "report" / "summary.json").read_text())
-    expected = compare_scores({
-        "evolution": [r["score"] for r in read_history(out / "search" / "history.jsonl")],
-        "random": [r["score"] for r in read_history(out / "search-random" / "history.jsonl")],
-    }, k=2)  # the smoke preset's top_k
+    expected = compare_scores(
+        {
+            "evolution": [r["score"] for r in read_history(out / "search" / "history.jsonl")],
+            "random": [r["score"] for r in read_history(out / "search-random" / "history.jsonl")],
+        },
+        k=2,
+    )  # the smoke preset's top_k
     comparison = summary["search_vs_random"]
     assert comparison["k"] == 2
     for label in ("evolution", "random"):
-        assert comparison["strategies"][label] == {**expected["strategies"][label],
-                                                   "folder": "search" if label == "evolution" else "search-random",
-                                                   "finished": True}
+        assert comparison["strategies"][label] == {
+            **expected["strategies"][label],
+            "folder": "search" if label == "evolution" else "search-random",
+            "finished": True,
+        }
     assert search_comparison(out) == comparison
     shown = invoke("show", out).output
     assert "evolution vs random search" in shown and "final top-2 mean" in shown
@@ -178,8 +195,9 @@ def test_an_interrupted_random_search_resumes_and_a_rerun_evaluates_nothing(sear
     for name in ("done.json", "best.json"):
         (copy / "search-random" / name).unlink()
     invoke("search", copy, *COMPARE, "--quiet")
-    assert [json.loads(line)["arch"] for line in history.read_text().splitlines()] == \
-        [json.loads(line)["arch"] for line in lines]
+    assert [json.loads(line)["arch"] for line in history.read_text().splitlines()] == [
+        json.loads(line)["arch"] for line in lines
+    ]
 
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a candidate was evaluated again")
@@ -204,8 +222,10 @@ def test_a_run_without_a_finished_finetune_says_what_to_run(tmp_path):
     assert "\n" not in message
     assert f"nasengine finetune {out}" in message
     assert not (out / "search-random").exists() and not (out / "search").exists()
-    for args, text in ((["--strategy", "random"], "needs --budget-like"),
-                       (["--budget-like", "evolution"], "with --strategy"),
-                       (["--strategy", "random", "--budget-like", "random"], "uses evolution")):
+    for args, text in (
+        (["--strategy", "random"], "needs --budget-like"),
+        (["--budget-like", "evolution"], "with --strategy"),
+        (["--strategy", "random", "--budget-like", "random"], "uses evolution"),
+    ):
         result = CliRunner().invoke(cli, ["search", str(out), *args])
         assert isinstance(result.exception, NasEngineError) and text in str(result.exception), args

@@ -168,13 +168,20 @@ def test_sgd_step_leaves_inactive_paths_without_grad_and_unchanged():
             assert torch.equal(p, after_first[name]), name  # momentum from step 1 must not move it in step 2
         if id(p) not in paths[first] | paths[second]:
             assert torch.equal(p, before[name]), name
-    assert not torch.equal(supernet.stages[0][0].choices[0].right[0].weight, before["stages.0.0.choices.0.right.0.weight"])
+    assert not torch.equal(
+        supernet.stages[0][0].choices[0].right[0].weight, before["stages.0.0.choices.0.right.0.weight"]
+    )
 
 
 def test_named_architectures_fit_their_space():
     small, large = ShuffleNetSmall(), ShuffleNetLarge()
-    assert set(small.named) == {"detnas-coco-fpn-300m", "detnas-coco-retinanet-300m", "detnas-voc-fpn-300m",
-                                "detnas-voc-retinanet-300m", "shufflenetv2-20"}
+    assert set(small.named) == {
+        "detnas-coco-fpn-300m",
+        "detnas-coco-retinanet-300m",
+        "detnas-voc-fpn-300m",
+        "detnas-voc-retinanet-300m",
+        "shufflenetv2-20",
+    }
     assert set(large.named) == {"detnasnet", "shufflenetv2-40"}
     for space in (small, large, ShuffleNetLarge(width="3.8G")):
         assert space.choices == (4,) * sum(space.repeats)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from resume_check import assert_resume_matches
 
 from nasengine import registry
 from nasengine.bn_calibration import batch_norms, recalibrate_bn
 from nasengine.config import Schedule
 from nasengine.sampling import uniform_path
 from nasengine.training import learning_rate, param_groups, train
-from resume_check import assert_resume_matches
 
 ARCH = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
 
@@ -47,7 +47,9 @@ def test_no_weight_decay_on_batchnorm_and_biases(space):
 def test_learning_rate_schedules():
     linear = Schedule(iterations=100, batch_size=1, lr_schedule="linear")
     assert learning_rate(linear, 0.5, 0) == 0.5 and learning_rate(linear, 0.5, 50) == 0.25
-    step = Schedule(iterations=90, batch_size=1, lr_schedule="step", milestones=[60 / 90, 80 / 90], warmup_iterations=10)
+    step = Schedule(
+        iterations=90, batch_size=1, lr_schedule="step", milestones=[60 / 90, 80 / 90], warmup_iterations=10
+    )
     assert learning_rate(step, 0.02, 0) == pytest.approx(0.002)
     assert learning_rate(step, 0.02, 59) == pytest.approx(0.02)
     assert learning_rate(step, 0.02, 60) == pytest.approx(0.002)
@@ -63,8 +65,18 @@ def test_inactive_paths_are_bit_identical_after_training_steps(space, task, tmp_
     model = task.build_model(supernet, space.out_channels)
     before = _snapshot(supernet)
     schedule = Schedule(iterations=3, batch_size=8, lr=0.1, momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
-    train(model, task, task.dataset("train", train=True), schedule, tmp_path, seed=0, device=torch.device("cpu"),
-          description="test", paths=lambda it: [ARCH], activate=supernet.activate)
+    train(
+        model,
+        task,
+        task.dataset("train", train=True),
+        schedule,
+        tmp_path,
+        seed=0,
+        device=torch.device("cpu"),
+        description="test",
+        paths=lambda it: [ARCH],
+        activate=supernet.activate,
+    )
     after = _snapshot(supernet)
     active = {f"stages.{s}.{b}.choices.{c}." for s, b, c in _positions(ARCH)}
     changed_active = changed_inactive = 0
@@ -100,8 +112,18 @@ def test_resumed_training_equals_uninterrupted(space, task, tmp_path):
             return [uniform_path(space.choices, 5, iteration)]
 
         schedule = Schedule(iterations=4, batch_size=8, lr=0.05, checkpoint_every=2)
-        train(model, task, task.dataset("train", train=True), schedule, directory, seed=1,
-              device=torch.device("cpu"), description="test", paths=paths, activate=supernet.activate)
+        train(
+            model,
+            task,
+            task.dataset("train", train=True),
+            schedule,
+            directory,
+            seed=1,
+            device=torch.device("cpu"),
+            description="test",
+            paths=paths,
+            activate=supernet.activate,
+        )
         return model.state_dict()
 
     assert_resume_matches(run, tmp_path, stop_at=3, iterations=4)

@@ -111,8 +111,13 @@ def test_a_second_writer_is_refused_with_the_first_ones_pid(tmp_path):
     config = configuration.resolve("smoke")
     Run.create(tmp_path / "run", config)  # this process holds the lock now
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "nasengine", "pretrain", str(tmp_path / "run"), "--quiet"],
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "nasengine", "pretrain", str(tmp_path / "run"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"is in use by another nasengine process (pid {os.getpid()}" in result.stderr

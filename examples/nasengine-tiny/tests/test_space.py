@@ -3,8 +3,9 @@
 Run them from this folder with ``python -m pytest`` (nasengine installed, this package importable).
 """
 
-from nasengine.testing import check_space, check_task
 from nasengine_tiny.space import TinyConvNetSpace
+
+from nasengine.testing import check_space, check_task
 
 
 def test_the_space_keeps_the_rules_for_detection():
