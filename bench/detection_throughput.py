@@ -49,8 +49,9 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
     supernet.activate(space.named[arch_name])
     torch.manual_seed(0)
     model = task.build_model(supernet, space.out_channels).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=task.base_lr * task.batch_size / task.base_batch_size,
-                                momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=task.base_lr * task.batch_size / task.base_batch_size, momentum=0.9, weight_decay=1e-4
+    )
     train_batches = list(islice(cycle(task.loader("train", train=True)), WARMUP + STEPS))
 
     def step(batch) -> None:
@@ -65,20 +66,36 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         infer_rate, infer_batch = _images_per_second(lambda batch: model(batch[0]), eval_batches, EVAL_WARMUP)
-    return {"size": task.min_size, "batch": task.batch_size, "train": train_rate, "step": train_step,
-            "infer": infer_rate, "infer_batch": infer_batch}
+    return {
+        "size": task.min_size,
+        "batch": task.batch_size,
+        "train": train_rate,
+        "step": train_step,
+        "infer": infer_rate,
+        "infer_batch": infer_batch,
+    }
 
 
 def main() -> None:
     rows = [(name, measure(name, arch)) for name, arch in TASKS]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    table = Table(title=f"Detection throughput on the embedded data, shufflenet-small supernet path, channels_last, "
-                        f"{torch.get_num_threads()} threads (load average {load})", title_justify="left")
+    table = Table(
+        title=f"Detection throughput on the embedded data, shufflenet-small supernet path, channels_last, "
+        f"{torch.get_num_threads()} threads (load average {load})",
+        title_justify="left",
+    )
     for column in ("task", "image px", "batch", "train img/s", "s / train step", "infer img/s", "s / infer batch"):
         table.add_column(column, justify="left" if column == "task" else "right", no_wrap=True)
     for name, r in rows:
-        table.add_row(name, str(r["size"]), str(r["batch"]), f"{r['train']:.1f}", f"{r['step']:.3f}",
-                      f"{r['infer']:.1f}", f"{r['infer_batch']:.3f}")
+        table.add_row(
+            name,
+            str(r["size"]),
+            str(r["batch"]),
+            f"{r['train']:.1f}",
+            f"{r['step']:.3f}",
+            f"{r['infer']:.1f}",
+            f"{r['infer_batch']:.3f}",
+        )
     console = Console()
     console.width = max(console.width, 120)  # keep the rows whole when printing to a file or pipe
     console.print(table)

@@ -51,8 +51,15 @@ def phase_in_progress(out: Path) -> str:
     distill, retrain/<name>/pretrain, ...) written last."""
     for phase in ("pretrain", "finetune", "search", "retrain"):
         if not (out / phase / "done.json").exists():
-            open_folders = [p for p in (out / phase).rglob("*") if p.is_dir() and not (p / "done.json").exists()
-                            and (p / "log.jsonl").exists()] if (out / phase).exists() else []
+            open_folders = (
+                [
+                    p
+                    for p in (out / phase).rglob("*")
+                    if p.is_dir() and not (p / "done.json").exists() and (p / "log.jsonl").exists()
+                ]
+                if (out / phase).exists()
+                else []
+            )
             if not open_folders:
                 return phase
             newest = max(open_folders, key=lambda p: (p / "log.jsonl").stat().st_mtime)
@@ -114,6 +121,7 @@ def checkpoint_difference(a: Path, b: Path) -> str:
 
 def compare(reference: Path, faulted: Path) -> list[str]:
     """Every difference between the two run directories, as lines (none: identical)."""
+
     def files(root: Path) -> set[str]:
         return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in SKIPPED}
 
@@ -161,7 +169,10 @@ def main() -> None:
             if not killed:
                 break
             kills.append((len(rounds) - 1, delay, phase_in_progress(out)))
-            print(f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}", flush=True)
+            print(
+                f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}",
+                flush=True,
+            )
         if not finished(out):
             run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
     print()
@@ -179,12 +190,18 @@ def main() -> None:
     phases: dict[str, int] = {}
     for _, _, phase in kills:
         phases[phase] = phases.get(phase, 0) + 1
-    print(f"\n{len(kills)} kills over {len(rounds)} run(s); interrupted phases: "
-          + ", ".join(f"{phase} {count}" for phase, count in phases.items()))
-    print("RESULT: every file identical (wall-clock fields aside)" if not differences
-          else f"RESULT: {differences} difference(s)")
-    (args.out / "faults.json").write_text(json.dumps({"kills": kills, "differences": differences,
-                                                      "reference_seconds": reference_seconds}, indent=2))
+    print(
+        f"\n{len(kills)} kills over {len(rounds)} run(s); interrupted phases: "
+        + ", ".join(f"{phase} {count}" for phase, count in phases.items())
+    )
+    print(
+        "RESULT: every file identical (wall-clock fields aside)"
+        if not differences
+        else f"RESULT: {differences} difference(s)"
+    )
+    (args.out / "faults.json").write_text(
+        json.dumps({"kills": kills, "differences": differences, "reference_seconds": reference_seconds}, indent=2)
+    )
     sys.exit(1 if differences else 0)
 
 

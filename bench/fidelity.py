@@ -200,8 +200,11 @@ def measure(function: Callable[..., Cell], *args: Any) -> Cell:
 def wall_time(run_dir: Path) -> Cell:
     if not (run_dir / "retrain" / "done.json").exists():
         raise Missing(f"{run_dir} is unfinished (no retrain/done.json)")
-    parts = [done for phase in ("pretrain", "finetune", "search", "retrain")
-             for done in sorted((run_dir / phase).glob("**/done.json"))]
+    parts = [
+        done
+        for phase in ("pretrain", "finetune", "search", "retrain")
+        for done in sorted((run_dir / phase).glob("**/done.json"))
+    ]
     seconds = {str(p.parent.relative_to(run_dir)): done_seconds(read_json(p)) for p in parts}
     seconds = {part: value for part, value in seconds.items() if value}
     total = sum(seconds.values())
@@ -234,12 +237,22 @@ def loss_ratio(run_dir: Path) -> Cell:
     baseline_log = baseline_dir(run_dir) / "pretrain" / "log.jsonl"
     baseline, baseline_n, baseline_key = final_pretrain_loss(baseline_log)
     ratio = supernet / baseline if baseline > 0 else math.nan
-    value = {"ratio": ratio, "supernet": supernet, "baseline": baseline, "supernet_iterations": supernet_n,
-             "baseline_iterations": baseline_n, "supernet_key": supernet_key, "baseline_key": baseline_key,
-             "baseline_name": baseline_log.parent.parent.name}
+    value = {
+        "ratio": ratio,
+        "supernet": supernet,
+        "baseline": baseline,
+        "supernet_iterations": supernet_n,
+        "baseline_iterations": baseline_n,
+        "supernet_key": supernet_key,
+        "baseline_key": baseline_key,
+        "baseline_name": baseline_log.parent.parent.name,
+    }
     key = "" if supernet_key == baseline_key == "loss" else f" [{supernet_key}/{baseline_key}]"
-    return Cell(f"{ratio:.2f} ({supernet:.3f} / {baseline:.3f}){key}", value,
-                ok=None if math.isnan(ratio) else ratio <= LOSS_RATIO_AIM)
+    return Cell(
+        f"{ratio:.2f} ({supernet:.3f} / {baseline:.3f}){key}",
+        value,
+        ok=None if math.isnan(ratio) else ratio <= LOSS_RATIO_AIM,
+    )
 
 
 def finite_scores(run_dir: Path) -> list[float]:
@@ -315,9 +328,14 @@ def comparison(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
     if found is None:
         folders = [run_dir / f"search-{COMPARED}", run_dir / "search"]
         empty = [str(f) for f in folders if not (f / "history.jsonl").exists()] or [str(f) for f in folders]
-        raise Missing(f"no candidates in {' or '.join(empty)}"
-                      + (f" (run 'nasengine search {run_dir} --strategy {COMPARED} --budget-like {own}')"
-                         if str(folders[0]) in empty else ""))
+        raise Missing(
+            f"no candidates in {' or '.join(empty)}"
+            + (
+                f" (run 'nasengine search {run_dir} --strategy {COMPARED} --budget-like {own}')"
+                if str(folders[0]) in empty
+                else ""
+            )
+        )
     entries = found["strategies"]
     return entries[own], entries[COMPARED], found["k"]
 
@@ -402,8 +420,10 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
         model.load_state_dict(run._checkpoint(source, "supernet.pt")["model"])
     except RuntimeError as exc:  # the space's or task's code (or defaults) changed since the run was made
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise Missing(f"{run_dir / source / 'supernet.pt'} does not fit the model this code builds (space or task "
-                      f"changed since the run?): {lines[1] if len(lines) > 1 else lines[0]}"[:400]) from None
+        raise Missing(
+            f"{run_dir / source / 'supernet.pt'} does not fit the model this code builds (space or task "
+            f"changed since the run?): {lines[1] if len(lines) > 1 else lines[0]}"[:400]
+        ) from None
     batch_size = run.config.search.batch_size
     search_loader = task.loader("search", train=False, batch_size=batch_size)
     calib_loader = task.loader("calib", train=False, batch_size=batch_size)
@@ -425,10 +445,18 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
             indices = sorted(int(i) for i in order[:calib_size])
             loader = DataLoader(Subset(pool, indices), batch_size=batch_size, shuffle=False, collate_fn=task.collate)
             subsets.append(score(loader, seed))
-    return {"arch": list(arch), "search_score": search_score, "rerun_score": rerun, "other_seed_score": other_seed,
-            "subset_scores": subsets, "calib_size": calib_size, "pool_size": len(pool), "split_seed": split_seed,
-            "draw_seeds": [[split_seed, 1, DRAW_SALT + d] for d in range(draws)],
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "arch": list(arch),
+        "search_score": search_score,
+        "rerun_score": rerun,
+        "other_seed_score": other_seed,
+        "subset_scores": subsets,
+        "calib_size": calib_size,
+        "pool_size": len(pool),
+        "split_seed": split_seed,
+        "draw_seeds": [[split_seed, 1, DRAW_SALT + d] for d in range(draws)],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # --- running the protocol -------------------------------------------------------------------------
@@ -472,21 +500,26 @@ def ensure_run(runs: Path, seed: int, preset: str, from_existing: bool) -> str |
         return None
     if from_existing:
         return f"{run_dir} is incomplete and --from-existing runs nothing"
-    return run_command(["run", "--preset", preset, "--seed", str(seed), "--out", str(run_dir), "--quiet"],
-                       runs / "logs" / f"seed{seed}-run.log")
+    return run_command(
+        ["run", "--preset", preset, "--seed", str(seed), "--out", str(run_dir), "--quiet"],
+        runs / "logs" / f"seed{seed}-run.log",
+    )
 
 
 def ensure_checks(run_dir: Path, rank_n: int, rank_scale: float, from_existing: bool) -> list[str]:
     """Random search and the rank check on ``run_dir``, each unless its result is there; failures."""
     failures = []
     if not (run_dir / f"search-{COMPARED}" / "done.json").exists() and not from_existing:
-        failure = run_command(["search", str(run_dir), "--strategy", COMPARED, "--budget-like", own_strategy(run_dir),
-                               "--quiet"],
-                              run_dir.parent / "logs" / f"{run_dir.name}-search-{COMPARED}.log")
+        failure = run_command(
+            ["search", str(run_dir), "--strategy", COMPARED, "--budget-like", own_strategy(run_dir), "--quiet"],
+            run_dir.parent / "logs" / f"{run_dir.name}-search-{COMPARED}.log",
+        )
         failures += [failure] if failure else []
     if not rank_check_current(run_dir, rank_n, rank_scale) and not from_existing:
-        failure = run_command(["rank-check", str(run_dir), "-n", str(rank_n), "--schedule-scale", f"{rank_scale:g}",
-                               "--quiet"], run_dir.parent / "logs" / f"{run_dir.name}-rank-check.log")
+        failure = run_command(
+            ["rank-check", str(run_dir), "-n", str(rank_n), "--schedule-scale", f"{rank_scale:g}", "--quiet"],
+            run_dir.parent / "logs" / f"{run_dir.name}-rank-check.log",
+        )
         failures += [failure] if failure else []
     return failures
 
@@ -519,8 +552,12 @@ def collect(runs: Path, seeds: Sequence[int], check_seed: int, args: argparse.Na
 
 
 def seed_measures(run_dir: Path, check: bool, args: argparse.Namespace) -> dict[str, Cell]:
-    cells = {"wall_time": measure(wall_time, run_dir), "loss_ratio": measure(loss_ratio, run_dir),
-             "distinct": measure(distinct_nonzero, run_dir), "spread": measure(spread, run_dir)}
+    cells = {
+        "wall_time": measure(wall_time, run_dir),
+        "loss_ratio": measure(loss_ratio, run_dir),
+        "distinct": measure(distinct_nonzero, run_dir),
+        "spread": measure(spread, run_dir),
+    }
     if args.no_noise:
         cells["noise"] = cells["rescore"] = Cell("n/a", reason="skipped (--no-noise)")
     else:
@@ -554,10 +591,17 @@ def met(key: str, cells: dict[int, Cell]) -> tuple[str, bool | None]:
     return f"{good}/{len(known)}", good == len(known)
 
 
-def table(rows: dict[str, dict[int, Cell]], seeds: Sequence[int], check_seed: int, args: argparse.Namespace,
-          failures: dict[int, list[str]]) -> Table:
-    title = escape(f"fidelity of the {args.preset} preset: {len(seeds)} seed(s) in {args.runs}; checks on seed "
-                   f"{check_seed} (rank check n={args.rank_n}, schedules x{args.rank_scale:g})")
+def table(
+    rows: dict[str, dict[int, Cell]],
+    seeds: Sequence[int],
+    check_seed: int,
+    args: argparse.Namespace,
+    failures: dict[int, list[str]],
+) -> Table:
+    title = escape(
+        f"fidelity of the {args.preset} preset: {len(seeds)} seed(s) in {args.runs}; checks on seed "
+        f"{check_seed} (rank check n={args.rank_n}, schedules x{args.rank_scale:g})"
+    )
     out = Table(title=title, title_justify="left", caption_justify="left")
     out.add_column("measure", no_wrap=True)
     for seed in seeds:
@@ -593,17 +637,40 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_results(path: Path, rows: dict[str, dict[int, Cell]], args: argparse.Namespace, seeds: Sequence[int],
-                  failures: dict[int, list[str]], seconds: float) -> None:
-    measures = {key: {"label": LABELS[key].format(draws=args.noise_draws), "aim": AIMS[key],
-                      "met": met(key, cells)[1],
-                      "seeds": {seed: ({"text": c.text, "ok": c.ok, **c.value} if not c.reason else
-                                       {"text": "n/a", "reason": c.reason}) if c is not NOT_MEASURED else None
-                                for seed, c in cells.items()}}
-                for key, cells in rows.items()}
-    document = {"preset": args.preset, "runs": str(args.runs), "seeds": list(seeds), "check_seed": args.check_seed,
-                "rank_n": args.rank_n, "rank_scale": args.rank_scale, "noise_draws": args.noise_draws,
-                "measures": measures, "failures": failures, "seconds": round(seconds, 1)}
+def write_results(
+    path: Path,
+    rows: dict[str, dict[int, Cell]],
+    args: argparse.Namespace,
+    seeds: Sequence[int],
+    failures: dict[int, list[str]],
+    seconds: float,
+) -> None:
+    measures = {
+        key: {
+            "label": LABELS[key].format(draws=args.noise_draws),
+            "aim": AIMS[key],
+            "met": met(key, cells)[1],
+            "seeds": {
+                seed: ({"text": c.text, "ok": c.ok, **c.value} if not c.reason else {"text": "n/a", "reason": c.reason})
+                if c is not NOT_MEASURED
+                else None
+                for seed, c in cells.items()
+            },
+        }
+        for key, cells in rows.items()
+    }
+    document = {
+        "preset": args.preset,
+        "runs": str(args.runs),
+        "seeds": list(seeds),
+        "check_seed": args.check_seed,
+        "rank_n": args.rank_n,
+        "rank_scale": args.rank_scale,
+        "noise_draws": args.noise_draws,
+        "measures": measures,
+        "failures": failures,
+        "seconds": round(seconds, 1),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(document), indent=2) + "\n")
 
@@ -627,22 +694,29 @@ def scale(text: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("runs/fidelity"),
-                        help="folder of the run directories (seed<S>/)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/fidelity"), help="folder of the run directories (seed<S>/)"
+    )
     parser.add_argument("--seeds", type=parse_seeds, default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--preset", default="demo", help="the preset every seed runs")
-    parser.add_argument("--check-seed", type=int, default=0,
-                        help="the seed whose run gets the rank check and random search")
+    parser.add_argument(
+        "--check-seed", type=int, default=0, help="the seed whose run gets the rank check and random search"
+    )
     parser.add_argument("--rank-n", type=int, default=8, help="candidates the rank check trains standalone (>= 2)")
     parser.add_argument("--rank-scale", type=scale, default=1.0, help="the rank check's --schedule-scale")
-    parser.add_argument("--noise-draws", type=int, default=3,
-                        help="other calib subsets the best candidate is rescored with")
+    parser.add_argument(
+        "--noise-draws", type=int, default=3, help="other calib subsets the best candidate is rescored with"
+    )
     parser.add_argument("--no-noise", action="store_true", help="skip the noise measure (it loads the supernet)")
-    parser.add_argument("--from-existing", action="store_true",
-                        help="run no nasengine command: only read the run directories there are (the noise "
-                             "measure is still computed, or read from its cache)")
+    parser.add_argument(
+        "--from-existing",
+        action="store_true",
+        help="run no nasengine command: only read the run directories there are (the noise "
+        "measure is still computed, or read from its cache)",
+    )
     args = parser.parse_args(argv)
     if args.check_seed not in args.seeds:
         parser.error(f"--check-seed {args.check_seed} is not one of --seeds {','.join(map(str, args.seeds))}")

@@ -31,11 +31,14 @@ from rich.table import Table
 from torch import nn
 
 from nasengine import registry
-from nasengine.flops import cost_table, trace_flops
+from nasengine.flops import cost_of, cost_table, trace_flops
 from nasengine.interfaces import Arch, Space
 
-SPACES = [("shufflenet-small", {}, "detnas-coco-fpn-300m"), ("shufflenet-large", {}, "detnasnet"),
-          ("shufflenet-large", {"width": "3.8G"}, "detnasnet")]  # (space, options, published architecture)
+SPACES = [
+    ("shufflenet-small", {}, "detnas-coco-fpn-300m"),
+    ("shufflenet-large", {}, "detnasnet"),
+    ("shufflenet-large", {"width": "3.8G"}, "detnasnet"),
+]  # (space, options, published architecture)
 IMAGE_SIZE = 224
 LOOKUPS = 1000
 TRACES = 5  # the published architecture plus random ones
@@ -60,11 +63,22 @@ def main(threads: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         trace_flops(nn.Conv2d(3, 3, 1), 8)  # import fvcore and warm up the tracer outside the timings
-    table = Table(title=f"One FLOPs query at {IMAGE_SIZE}px, {threads} thread(s): lookup table (median of "
-                        f"{LOOKUPS}) vs full fvcore trace (median of {TRACES}); MACs of the published architecture",
-                  title_justify="left")
-    for column in ("space", "table build (cold)", "lookup", "trace", "speed-up", "published", "MACs by table",
-                   "MACs by trace", "equal"):
+    table = Table(
+        title=f"One FLOPs query at {IMAGE_SIZE}px, {threads} thread(s): lookup table (median of "
+        f"{LOOKUPS}) vs full fvcore trace (median of {TRACES}); MACs of the published architecture",
+        title_justify="left",
+    )
+    for column in (
+        "space",
+        "table build (cold)",
+        "lookup",
+        "trace",
+        "speed-up",
+        "published",
+        "MACs by table",
+        "MACs by trace",
+        "equal",
+    ):
         table.add_column(column, justify="left" if column in ("space", "published") else "right", no_wrap=True)
     rng = random.Random(0)
     for name, options, published in SPACES:
@@ -75,11 +89,19 @@ def main(threads: int) -> None:
         traced_archs = [space.named[published], *archs[: TRACES - 1]]
         counts, trace_times = zip(*(_timed(_traced, space, arch) for arch in traced_archs))
         trace = statistics.median(trace_times)
-        equal = all(space.flops(arch, IMAGE_SIZE) == count for arch, count in zip(traced_archs, counts))
+        equal = all(cost_of(space, arch, IMAGE_SIZE).flops == count for arch, count in zip(traced_archs, counts))
         label = name + "".join(f" {value}" for value in options.values())
-        table.add_row(label, f"{build:.2f} s", f"{lookup * 1e6:.1f} µs", f"{trace:.2f} s", f"{trace / lookup:,.0f}×",
-                      published, f"{space.flops(traced_archs[0], IMAGE_SIZE):,}", f"{counts[0]:,}",
-                      "yes" if equal else "[red]NO[/red]")
+        table.add_row(
+            label,
+            f"{build:.2f} s",
+            f"{lookup * 1e6:.1f} µs",
+            f"{trace:.2f} s",
+            f"{trace / lookup:,.0f}×",
+            published,
+            f"{cost_of(space, traced_archs[0], IMAGE_SIZE).flops:,}",
+            f"{counts[0]:,}",
+            "yes" if equal else "[red]NO[/red]",
+        )
     console = Console()
     console.width = max(console.width, 150)  # keep the rows whole when printing to a file or pipe
     console.print(table)

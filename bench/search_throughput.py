@@ -30,13 +30,27 @@ def measure_fresh(candidates: int = 4) -> list[dict]:
     task = registry.create("task", config.task, **config.task_options)
     supernet = space.build_supernet()
     model = task.build_model(supernet, space.out_channels).to(memory_format=torch.channels_last)
-    strategy = registry.create("strategy", "random", choices=space.choices, constraint=flops_constraint(space, config.search),
-                               seed=0, population=candidates, generations=1)
+    strategy = registry.create(
+        "strategy",
+        "random",
+        choices=space.choices,
+        constraint=flops_constraint(space, config.search),
+        seed=0,
+        population=candidates,
+        generations=1,
+    )
     calib = task.loader("calib", train=False, batch_size=config.search.batch_size)
     search = task.loader("search", train=False, batch_size=config.search.batch_size)
     evaluate_candidate(strategy.ask()[0], supernet, model, task, calib, search, seed=0)  # warm-up
-    strategy = registry.create("strategy", "random", choices=space.choices, constraint=flops_constraint(space, config.search),
-                               seed=1, population=candidates, generations=1)
+    strategy = registry.create(
+        "strategy",
+        "random",
+        choices=space.choices,
+        constraint=flops_constraint(space, config.search),
+        seed=1,
+        population=candidates,
+        generations=1,
+    )
     return [evaluate_candidate(arch, supernet, model, task, calib, search, seed=0) for arch in strategy.ask()]
 
 
@@ -51,17 +65,27 @@ def main() -> None:
     calib = [r["calib_seconds"] for r in records]
     score = [r["score_seconds"] for r in records]
     total = [r["seconds"] for r in records]
-    table = Table(title=f"search throughput ({len(records)} candidates, {source}, {torch.get_num_threads()} threads)",
-                  title_justify="left")
+    table = Table(
+        title=f"search throughput ({len(records)} candidates, {source}, {torch.get_num_threads()} threads)",
+        title_justify="left",
+    )
     for column in ("figure", "value"):
         table.add_column(column)
-    table.add_row("candidates per minute (mean / median time)",
-                  f"{60 / statistics.fmean(total):.2f} / {60 / statistics.median(total):.2f}")
-    table.add_row("seconds per candidate (mean / median)", f"{statistics.fmean(total):.2f} / {statistics.median(total):.2f}")
-    table.add_row("BN recalibration (calib split), mean / median",
-                  f"{statistics.fmean(calib):.2f} / {statistics.median(calib):.2f} s  ({100 * sum(calib) / sum(total):.0f}% of all)")
-    table.add_row("scoring (search split + COCOeval), mean / median",
-                  f"{statistics.fmean(score):.2f} / {statistics.median(score):.2f} s  ({100 * sum(score) / sum(total):.0f}% of all)")
+    table.add_row(
+        "candidates per minute (mean / median time)",
+        f"{60 / statistics.fmean(total):.2f} / {60 / statistics.median(total):.2f}",
+    )
+    table.add_row(
+        "seconds per candidate (mean / median)", f"{statistics.fmean(total):.2f} / {statistics.median(total):.2f}"
+    )
+    table.add_row(
+        "BN recalibration (calib split), mean / median",
+        f"{statistics.fmean(calib):.2f} / {statistics.median(calib):.2f} s  ({100 * sum(calib) / sum(total):.0f}% of all)",
+    )
+    table.add_row(
+        "scoring (search split + COCOeval), mean / median",
+        f"{statistics.fmean(score):.2f} / {statistics.median(score):.2f} s  ({100 * sum(score) / sum(total):.0f}% of all)",
+    )
     Console().print(table)
     print(f"bench wall time {time.perf_counter() - started:.0f} s")
 

@@ -66,8 +66,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
     parser.add_argument("--recipes", default="uniform,fair,distill")
     args = parser.parse_args()
-    table = Table(title=f"supernet pre-training recipes (demo preset, {args.iterations} iterations of 64 images)",
-                  title_justify="left")
+    table = Table(
+        title=f"supernet pre-training recipes (demo preset, {args.iterations} iterations of 64 images)",
+        title_justify="left",
+    )
     for column in ("recipe", "loss per 50 iterations", "last 50", "seconds", "top-1 all-3x3 / 5 random paths"):
         table.add_column(column)
     results = {}
@@ -78,22 +80,35 @@ def main() -> None:
         seconds = done["seconds"] + done.get("distill", {}).get("seconds", 0)
         accuracies = path_accuracies(run)
         results[recipe] = {"curve": losses, "seconds": seconds, "top1": accuracies}
-        table.add_row(recipe, " ".join(f"{v:.2f}" for v in losses), f"{losses[-1]:.3f}", f"{seconds:.0f}",
-                      f"{accuracies[0]:.1f} / " + " ".join(f"{a:.1f}" for a in accuracies[1:]))
+        table.add_row(
+            recipe,
+            " ".join(f"{v:.2f}" for v in losses),
+            f"{losses[-1]:.3f}",
+            f"{seconds:.0f}",
+            f"{accuracies[0]:.1f} / " + " ".join(f"{a:.1f}" for a in accuracies[1:]),
+        )
         if recipe == "distill":
             teacher = curve(run.dir / "pretrain" / "teacher" / "log.jsonl")
             teacher_seconds = read_json(run.dir / "pretrain" / "teacher" / "done.json")["seconds"]
             results["standalone"] = {"curve": teacher, "seconds": teacher_seconds}
-            table.add_row("standalone all-3x3", " ".join(f"{v:.2f}" for v in teacher), f"{teacher[-1]:.3f}",
-                          f"{teacher_seconds:.0f}", "")
+            table.add_row(
+                "standalone all-3x3",
+                " ".join(f"{v:.2f}" for v in teacher),
+                f"{teacher[-1]:.3f}",
+                f"{teacher_seconds:.0f}",
+                "",
+            )
             distill_log = run.dir / "pretrain" / "distill" / "log.jsonl"
             distill_losses = [json.loads(line)["distill_loss"] for line in distill_log.read_text().splitlines()]
-            results["distill"]["block_loss"] = [statistics.fmean(distill_losses[i : i + 50])
-                                                for i in range(0, len(distill_losses), 50)]
+            results["distill"]["block_loss"] = [
+                statistics.fmean(distill_losses[i : i + 50]) for i in range(0, len(distill_losses), 50)
+            ]
     Console().print(table)
     if "distill" in results:
-        print("distill, block-wise relative MSE per 50 iterations:",
-              " ".join(f"{v:.3f}" for v in results["distill"]["block_loss"]))
+        print(
+            "distill, block-wise relative MSE per 50 iterations:",
+            " ".join(f"{v:.3f}" for v in results["distill"]["block_loss"]),
+        )
     (args.out / "recipes.json").write_text(json.dumps(results, indent=1))
 
 
