@@ -460,7 +460,13 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-def check_task(task: Task, *, backbone: nn.Module | None = None, out_channels: Sequence[int] | None = None) -> None:
+def check_task(
+    task: Task,
+    *,
+    backbone: nn.Module | None = None,
+    out_channels: Sequence[int] | None = None,
+    images: int | None = None,
+) -> None:
     """Check ``task`` against the rules of :class:`nasengine.interfaces.Task`.
 
     Its attributes and ``options()``; a batch of ``loader("search", train=False, batch_size=2)`` is
@@ -469,8 +475,12 @@ def check_task(task: Task, *, backbone: nn.Module | None = None, out_channels: S
     search split returns a dict of floats with ``score`` and gives the model back in train mode. The
     backbone defaults to :class:`TinyBackbone`; a given one's ``out_channels`` default to its attribute of
     that name, else to the channels of its outputs on a 64-px image. The whole search split is evaluated,
-    so give the task small options (e.g. ``search_size``).
+    so give the task small options (e.g. ``search_size``), or pass ``images``: only the first ``images``
+    of the search split are then evaluated (a ``torch.utils.data.Subset`` of the loader's dataset, as the
+    engine's preflight does; a loader that is not a ``DataLoader`` is evaluated whole).
     """
+    if images is not None and (not _is_int(images) or images < 1):
+        raise NasEngineError(f"check_task: images must be an int >= 1 or None, not {images!r}")
     who = _task_label(task)
     _check_task_attributes(task, who)
     _check_options(task, who)
@@ -486,7 +496,7 @@ def check_task(task: Task, *, backbone: nn.Module | None = None, out_channels: S
         )
         model = _call(who, "build_model(backbone, out_channels)", task.build_model, backbone, channels)
         _check_loss(who, task, model, backbone, batch)
-        _check_evaluate(who, task, model)
+        _check_evaluate(who, task, model, images)
 
 
 def _task_label(task: Any) -> str:
@@ -592,8 +602,10 @@ def _check_loss(who: str, task: Task, model: nn.Module, backbone: nn.Module, bat
     model.zero_grad(set_to_none=True)
 
 
-def _check_evaluate(who: str, task: Task, model: nn.Module) -> None:
+def _check_evaluate(who: str, task: Task, model: nn.Module, images: int | None = None) -> None:
     loader = task.loader("search", train=False, batch_size=2)
+    if images is not None:
+        loader = _first_images(loader, images)
     model.train()
     metrics = _call(who, "evaluate(model, loader)", task.evaluate, model, loader)
     if not isinstance(metrics, dict) or "score" not in metrics:
@@ -612,6 +624,24 @@ def _check_evaluate(who: str, task: Task, model: nn.Module) -> None:
             ) from None
     if not model.training:
         raise NasEngineError(f"{who}: evaluate left the model in eval mode; give it back in the mode it came in")
+
+
+def _first_images(loader: Any, images: int) -> Any:
+    """``loader`` over the first ``images`` samples of its dataset, with its batch size and collate function;
+    ``loader`` itself when it is not a ``DataLoader`` or has no more samples than that."""
+    if not isinstance(loader, torch.utils.data.DataLoader):
+        return loader
+    try:
+        size = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return loader
+    if size <= images:
+        return loader
+    return torch.utils.data.DataLoader(
+        torch.utils.data.Subset(loader.dataset, range(images)),
+        batch_size=loader.batch_size,
+        collate_fn=loader.collate_fn,
+    )
 
 
 # --- shared --------------------------------------------------------------------------------------

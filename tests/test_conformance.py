@@ -624,6 +624,80 @@ def test_a_run_on_a_broken_space_is_refused_before_anything_is_written(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+class RepeatsInARun(ToyStrategy):
+    """Asks the all-zeros architecture (legal under any constraint the check uses) in every batch."""
+
+    name = "conformance-repeats"
+
+    def ask(self) -> list[Arch]:
+        self.asks -= 1
+        return [tuple(0 for _ in self.choices), self.draw()]
+
+
+class RunnableTask(ToyTask):
+    """A ToyTask that takes the options the smoke preset gives every task."""
+
+    name = "conformance-run-task"
+
+    def __init__(self, *, search_size: int = 6, calib_size: int = 4, test_size: int = 6):
+        super().__init__(size=search_size)
+        self.sizes = {"search_size": search_size, "calib_size": calib_size, "test_size": test_size}
+
+    def options(self):
+        return dict(self.sizes)
+
+
+class DetachedLossInARun(RunnableTask):
+    name = "conformance-detached"
+
+    def loss(self, model, batch):
+        return super().loss(model, batch).detach()
+
+
+class NoScoreInARun(RunnableTask):
+    name = "conformance-no-score"
+
+    def evaluate(self, model, loader):
+        return {"top1": super().evaluate(model, loader)["top1"]}
+
+
+@pytest.mark.parametrize(
+    "plugin, overrides, message",
+    [
+        (
+            RepeatsInARun,
+            {"search": {"strategy": "conformance-repeats"}},
+            "strategy 'conformance-repeats' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0 twice; a strategy "
+            "must never propose an architecture it proposed before",
+        ),
+        (
+            DetachedLossInARun,
+            {"task": "conformance-detached"},
+            "task 'conformance-detached': loss(model, batch) has no gradient",
+        ),
+        (
+            NoScoreInARun,
+            {"task": "conformance-no-score"},
+            "task 'conformance-no-score': evaluate returned a dict ({'top1':",
+        ),
+    ],
+    ids=["strategy-repeats", "task-detached-loss", "task-no-score"],
+)
+def test_a_run_on_a_broken_strategy_or_task_is_refused_before_anything_is_written(
+    plugin, overrides, message, tmp_path, monkeypatch
+):
+    from nasengine import config as configuration
+    from nasengine.engine import Run
+
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda kind, name: plugin if name == plugin.name else real_get(kind, name))
+    config = configuration.resolve("smoke", overrides=overrides)
+    with pytest.raises(NasEngineError) as excinfo:
+        Run.create(tmp_path / "run", config)
+    assert message in one_line(excinfo)
+    assert not (tmp_path / "run").exists()
+
+
 def test_nasengine_check_passes_the_built_in_space_and_strategy():
     result = CliRunner().invoke(
         cli, ["check", "--space", "shufflenet-small", "--strategy", "evolution"], catch_exceptions=False
