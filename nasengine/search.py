@@ -18,6 +18,7 @@ from __future__ import annotations
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,23 +123,52 @@ def _legal_arch(strategy: str, candidate: Any, choices: Sequence[int]) -> Arch:
     return arch
 
 
+@dataclass
+class CandidateEvaluator:
+    """Everything scoring a candidate needs, held together: ``evaluate(arch)`` activates ``arch`` in the
+    ``supernet`` (inside ``model``, the task's full model), recomputes BatchNorm statistics on the
+    ``calib_loader`` batches (seeded with ``seed``) and scores the model on ``search_loader`` with
+    ``task.evaluate``."""
+
+    supernet: Supernet
+    model: nn.Module
+    task: Task
+    calib_loader: Any
+    search_loader: Any
+    seed: int
+
+    @classmethod
+    def for_task(
+        cls, supernet: Supernet, model: nn.Module, task: Task, *, batch_size: int, seed: int
+    ) -> CandidateEvaluator:
+        """The evaluator over the task's ``calib`` and ``search`` splits, in batches of ``batch_size``."""
+        calib_loader = task.loader("calib", train=False, batch_size=batch_size)
+        search_loader = task.loader("search", train=False, batch_size=batch_size)
+        return cls(supernet, model, task, calib_loader, search_loader, seed)
+
+    def evaluate(self, arch: Arch) -> dict[str, Any]:
+        """``arch``'s record: ``score``, every metric, and the seconds spent calibrating and scoring."""
+        self.supernet.activate(arch)
+        tick = time.perf_counter()
+        recalibrate_bn(self.model, self.task, self.calib_loader, seed=self.seed)
+        calibrated = time.perf_counter()
+        metrics = self.task.evaluate(self.model, self.search_loader)
+        done = time.perf_counter()
+        return {
+            "score": float(metrics["score"]),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "calib_seconds": round(calibrated - tick, 3),
+            "score_seconds": round(done - calibrated, 3),
+            "seconds": round(done - tick, 3),
+        }
+
+
 def evaluate_candidate(
     arch: Arch, supernet: Supernet, model: nn.Module, task: Task, calib_loader, search_loader, seed: int
 ) -> dict[str, Any]:
-    """Activate ``arch``, recalibrate BN on the calib split, score on the search split."""
-    supernet.activate(arch)
-    tick = time.perf_counter()
-    recalibrate_bn(model, task, calib_loader, seed=seed)
-    calibrated = time.perf_counter()
-    metrics = task.evaluate(model, search_loader)
-    done = time.perf_counter()
-    return {
-        "score": float(metrics["score"]),
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "calib_seconds": round(calibrated - tick, 3),
-        "score_seconds": round(done - calibrated, 3),
-        "seconds": round(done - tick, 3),
-    }
+    """Activate ``arch``, recalibrate BN on the calib split, score on the search split
+    (``CandidateEvaluator(...).evaluate(arch)`` in one call)."""
+    return CandidateEvaluator(supernet, model, task, calib_loader, search_loader, seed).evaluate(arch)
 
 
 def run_search(
@@ -159,8 +189,7 @@ def run_search(
     history = History(out_dir / "history.jsonl")
     if len(history):
         console.log(f"search: replaying {len(history)} evaluated candidates from {out_dir / 'history.jsonl'}")
-    calib_loader = task.loader("calib", train=False, batch_size=search.batch_size)
-    search_loader = task.loader("search", train=False, batch_size=search.batch_size)
+    evaluator = CandidateEvaluator.for_task(supernet, model, task, batch_size=search.batch_size, seed=seed)
     asked: list[Arch] = []
     limits = f"the FLOPs constraint [{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
     generation = 0
@@ -177,7 +206,7 @@ def run_search(
             pending = [arch for arch in candidates if arch not in history]
             for start in range(0, len(pending), distributed.world_size()):
                 chunk = pending[start : start + distributed.world_size()]
-                for arch, result in _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, seed):
+                for arch, result in _evaluate_chunk(chunk, evaluator):
                     record = {
                         "arch": list(arch),
                         "flops": cost_of(space, arch, search.flops_image_size).flops,
@@ -220,12 +249,12 @@ def run_search(
     return summary
 
 
-def _evaluate_chunk(chunk, supernet, model, task, calib_loader, search_loader, seed):
+def _evaluate_chunk(chunk: list[Arch], evaluator: CandidateEvaluator) -> list[tuple[Arch, dict[str, Any]]]:
     """Evaluate up to one candidate per rank; every rank gets every result, in chunk order."""
-    mine = chunk[distributed.rank()] if distributed.rank() < len(chunk) else None
-    result = evaluate_candidate(mine, supernet, model, task, calib_loader, search_loader, seed) if mine else None
     if not distributed.is_distributed():
-        return [(mine, result)]
+        return [(arch, evaluator.evaluate(arch)) for arch in chunk]  # a chunk of one
+    mine = chunk[distributed.rank()] if distributed.rank() < len(chunk) else None
+    result = evaluator.evaluate(mine) if mine else None
     gathered: list[Any] = [None] * distributed.world_size()
     dist.all_gather_object(gathered, (mine, result))
     return [(tuple(arch), res) for arch, res in gathered if arch is not None]

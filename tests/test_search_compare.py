@@ -202,7 +202,7 @@ def test_an_interrupted_random_search_resumes_and_a_rerun_evaluates_nothing(sear
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a candidate was evaluated again")
 
-    monkeypatch.setattr(nasengine.search, "evaluate_candidate", no_evaluation)
+    monkeypatch.setattr(nasengine.search.CandidateEvaluator, "evaluate", no_evaluation)
     finished = history.read_bytes()
     invoke("search", copy, *COMPARE, "--quiet")  # done: skipped
     (copy / "search-random" / "done.json").unlink()
