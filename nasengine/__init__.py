@@ -4,10 +4,24 @@ The core (this package) knows only the three plugin interfaces in :mod:`nasengin
 every space, task and strategy — the built-in ones included — is found through entry points by
 :mod:`nasengine.registry`. Plugin authors check their plugins against those interfaces with
 :mod:`nasengine.testing` (``check_space``, ``check_task``, ``check_strategy``; imported on demand).
+A strategy that proposes a batch at a time builds on :class:`BatchStrategy` and checks its options with
+:func:`check_int` and :func:`check_probability` (:mod:`nasengine.strategy_base`).
 """
 
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Space, Strategy, Supernet, Task
+from nasengine.strategy_base import BatchStrategy, check_int, check_probability
 
-__all__ = ["Arch", "ConstraintUnsatisfiable", "NasEngineError", "Space", "Strategy", "Supernet", "Task"]
+__all__ = [
+    "Arch",
+    "BatchStrategy",
+    "ConstraintUnsatisfiable",
+    "NasEngineError",
+    "Space",
+    "Strategy",
+    "Supernet",
+    "Task",
+    "check_int",
+    "check_probability",
+]
 __version__ = "0.1.0"

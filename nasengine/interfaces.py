@@ -287,8 +287,9 @@ class Strategy(ABC):
     Constructor keyword arguments after ``seed`` are the strategy's options
     (``search.strategy_options``); a preset's options reach it only when its signature names them (or
     takes ``**params``), while options the user gives always do.
-    ``nasengine.strategies.sampling.BatchStrategy`` implements the
-    bookkeeping (legal, new, reproducible batches) for strategies that propose ``population`` at a time.
+    ``nasengine.BatchStrategy`` (:mod:`nasengine.strategy_base`) implements the bookkeeping (legal, new,
+    reproducible batches) for strategies that propose ``population`` at a time, and ``nasengine.check_int``
+    and ``nasengine.check_probability`` check an option in one line.
     """
 
     name: ClassVar[str]

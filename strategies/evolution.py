@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from nasengine.errors import NasEngineError
+from nasengine import BatchStrategy, NasEngineError, check_int, check_probability
 from nasengine.interfaces import Arch
-from nasengine.strategies.sampling import BatchStrategy, check_int, check_probability, crossover, mutate
+from nasengine.strategies.sampling import crossover, mutate
 
 
 class EvolutionStrategy(BatchStrategy):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from nasengine import BatchStrategy
 from nasengine.interfaces import Arch
-from nasengine.strategies.sampling import BatchStrategy
 
 
 class RandomStrategy(BatchStrategy):

@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from nasengine import registry
+from nasengine import BatchStrategy, registry
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch
 from nasengine.strategies.evolution import EvolutionStrategy
 from nasengine.strategies.random_search import RandomStrategy
-from nasengine.strategies.sampling import BatchStrategy, crossover, mutate
+from nasengine.strategies.sampling import crossover, mutate
 
 CHOICES = (4,) * 20
 STRATEGIES = [EvolutionStrategy, RandomStrategy]
@@ -268,3 +268,47 @@ def test_tell_rejects_what_was_not_asked(cls):
         strategy.tell([(batch[0], 1.0)])
     strategy.tell([(arch, 1.0) for arch in batch[3:]])
     assert len(strategy.ask()) == 10
+
+
+def test_the_batch_strategy_base_and_option_checks_are_public():
+    """The base and checks live in the core (``from nasengine import BatchStrategy``); the built-in
+    package still offers them under their old names; the strategy_base docstring's example passes."""
+    import nasengine
+    from nasengine import check_int, check_probability, strategy_base
+    from nasengine.strategies import sampling
+    from nasengine.testing import check_strategy
+
+    assert sampling.BatchStrategy is nasengine.BatchStrategy is strategy_base.BatchStrategy
+    assert sampling.check_int is check_int and sampling.check_probability is check_probability
+    assert issubclass(EvolutionStrategy, BatchStrategy) and issubclass(RandomStrategy, BatchStrategy)
+    with pytest.raises(NasEngineError, match="strategy option step must be a number in"):
+        check_probability("step", 2)
+    with pytest.raises(NasEngineError, match="strategy option population must be an integer >= 1, not 0"):
+        check_int("population", 0, minimum=1)
+
+    class HillClimb(BatchStrategy):
+        name = "hill-climb"
+
+        def __init__(self, choices, constraint, seed, *, population=10, generations=10, step=0.2, max_tries=10_000):
+            super().__init__(
+                choices, constraint, seed, population=population, generations=generations, max_tries=max_tries
+            )
+            self.step = check_probability("step", step)
+
+        def _propose(self, count):
+            batch = []
+            if self._scores:
+                best = max(self._scores, key=self._scores.get)
+                self._fill(
+                    batch,
+                    count,
+                    lambda: tuple(
+                        self._rng.randrange(n) if self._rng.random() < self.step else c
+                        for c, n in zip(best, self.choices)
+                    ),
+                )
+            self._fill_random(batch, count)
+            return batch
+
+    check_strategy(HillClimb)
+    check_strategy(HillClimb, choices=CHOICES, options={"population": 8, "generations": 3})
