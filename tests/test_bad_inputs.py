@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from test_coco_data import write_coco
 
 from nasengine import cli
 from nasengine import config as configuration
@@ -274,23 +273,14 @@ def test_phase_commands_on_a_fresh_run(tmp_path, monkeypatch, capsys):
 
 # --- data ---------------------------------------------------------------------------------------
 def coco_root(root: Path, *, annotations=None, images: int = 8, size: int = 64) -> Path:
-    """A small COCO root (``train``/``test`` folders, ``annotations/instances_{train,test}.json``)."""
-    rng = np.random.default_rng(0)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split in ("train", "test"):
-        (root / split).mkdir(exist_ok=True)
-        entries = []
-        for i in range(1, images + 1):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
-            entries.append({"id": i, "file_name": f"{i}.png"})
-        boxes = (
-            annotations
-            if annotations is not None
-            else [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(1, images + 1)]
-        )
-        data = {"images": entries, "annotations": boxes, "categories": [{"id": 1, "name": "thing"}]}
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    return root
+    """A small COCO root (``train``/``test`` folders, ``annotations/instances_{train,test}.json``), one box per
+    image unless ``annotations`` are given."""
+    boxes = (
+        annotations
+        if annotations is not None
+        else [{"id": i, "image_id": i, "category_id": 3, "bbox": [4, 4, 20, 20]} for i in range(1, images + 1)]
+    )
+    return write_coco(root, boxes, images=images, size=size)
 
 
 def coco_args(root: Path, out: Path) -> list[str]:
@@ -322,13 +312,13 @@ DATA_DAMAGE = {
     "xyxy boxes": (
         lambda root: coco_root(
             root,
-            annotations=[{"id": i, "image_id": i, "category_id": 1, "bbox": [30, 30, 60, 62]} for i in range(1, 9)],
+            annotations=[{"id": i, "image_id": i, "category_id": 3, "bbox": [30, 30, 60, 62]} for i in range(1, 9)],
         ),
         r"\[x0, y0, x1, y1\]",
     ),
     "negative box": (
         lambda root: coco_root(
-            root, annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 30, -10, 5]}]
+            root, annotations=[{"id": 1, "image_id": 1, "category_id": 3, "bbox": [30, 30, -10, 5]}]
         ),
         "negative",
     ),
