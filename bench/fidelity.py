@@ -417,7 +417,7 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
     supernet = run.space.build_supernet()
     model = run._model(task, supernet)  # built as Run.search builds it
     try:
-        model.load_state_dict(run._checkpoint(source, "supernet.pt")["model"])
+        model.load_state_dict(run._checkpoint(source)["model"])
     except RuntimeError as exc:  # the space's or task's code (or defaults) changed since the run was made
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise Missing(

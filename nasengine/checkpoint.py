@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from nasengine.errors import NasEngineError
+from nasengine.run_layout import CONFIG, PHASES
 
 TEMP_PREFIX = ".tmp-"
 TRAILER_MARK = b"\nNASENGINE-SHA256:"
@@ -142,14 +143,14 @@ def _phase_of(path: Path) -> tuple[Path, str] | None:
     """The run directory holding ``path`` and the phase folder it lies in (the folder beside ``config.toml``)."""
     resolved = path.resolve()
     for folder in resolved.parents:
-        if (folder / "config.toml").is_file():
+        if (folder / CONFIG).is_file():
             return folder, resolved.relative_to(folder).parts[0]
     return None
 
 
 def _redo_hint(path: Path, phase: str | None) -> str:
     found = _phase_of(path)
-    if found and found[1] in ("pretrain", "finetune", "search", "retrain"):
+    if found and found[1] in PHASES:
         return f"redo that phase: nasengine {found[1]} {found[0]} --redo"
     return f"redo its phase with --redo {phase}" if phase else "redo the phase that wrote it with --redo PHASE"
 

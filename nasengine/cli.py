@@ -16,9 +16,9 @@ from rich.table import Table
 from nasengine import console as out
 from nasengine import defaults, registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
-from nasengine.config import PHASES
 from nasengine.errors import NasEngineError
 from nasengine.options import parse_pairs
+from nasengine.run_layout import PHASES, RunLayout
 
 print_ = out.console.print
 
@@ -446,7 +446,7 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
     write_report(run_.dir, run_.config.search.flops_max)  # draws report/search_vs_random.png
     if not distributed.is_main():
         return
-    plot = run_.dir / "report" / f"search_vs_{strategy}.png"
+    plot = run_.layout.report / f"search_vs_{strategy}.png"
     if strategy != COMPARED_STRATEGY:
         plot_comparison(run_.dir, plot.parent, strategy)
     comparison = search_comparison(run_.dir, strategy)
@@ -517,7 +517,8 @@ def show(run_dir: str, top: int) -> None:
     from nasengine.report import collect, summary_table
 
     directory = Path(run_dir)
-    if not (directory / "config.toml").exists():
+    layout = RunLayout(directory)
+    if not layout.config.exists():
         raise NasEngineError(f"{directory} is not a run directory (no config.toml)")
     summary = collect(directory)
     phases = Table(title="phases", title_justify="left")
@@ -527,11 +528,11 @@ def show(run_dir: str, top: int) -> None:
         status = "not done"
         if info is not None:
             status = "done" + (f" in {info['seconds']}s" if "seconds" in info else "")
-        elif (directory / phase).exists():
+        elif layout.folder(phase).exists():
             status = "started"
         phases.add_row(phase, status)
     print_(phases)
-    history = sorted(read_history(directory / "search" / "history.jsonl"), key=lambda r: -r["score"])
+    history = sorted(read_history(layout.history()), key=lambda r: -r["score"])
     if history:
         table = Table(title=f"best {min(top, len(history))} of {len(history)} candidates", title_justify="left")
         for column in ("rank", "architecture", "FLOPs", "score", "generation"):

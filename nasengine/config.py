@@ -26,8 +26,6 @@ from nasengine.defaults import (
 )
 from nasengine.errors import NasEngineError
 
-PHASES = ("pretrain", "finetune", "search", "retrain")  # the protocol's steps, in order (DetNAS §3)
-
 
 @dataclass
 class Schedule:

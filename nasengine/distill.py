@@ -30,6 +30,7 @@ from nasengine import console, distributed
 from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
+from nasengine.run_layout import CHECKPOINT, LOG
 from nasengine.sampling import uniform_path
 from nasengine.seeds import ITERATION, derived_seed
 from nasengine.training import (
@@ -106,13 +107,13 @@ def distill(
     teacher_model.eval()
     params = [p for p in supernet.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=schedule.distill_lr)
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / CHECKPOINT
     start, figures = resume_training_state(model, optimizer, out_dir, iterations, description)
     saved_at = start if start > 0 else None
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)  # type: ignore[arg-type]
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()
-    with console.progress(iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
+    with console.progress(iterations, description) as bar, open(out_dir / LOG, "a") as log_file:
         bar.update(start)
         batches = iter(loader)
         for iteration in range(start, iterations):

@@ -30,29 +30,29 @@ from nasengine.checkpoint import (
     verify_checkpoint,
     write_json,
 )
-from nasengine.config import PHASES, RunConfig, scale_schedule
+from nasengine.config import RunConfig, scale_schedule
 from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
 from nasengine.flops import cost_of
 from nasengine.interfaces import Arch, Space, Task
 from nasengine.preflight import check_run
 from nasengine.report import write_report
+from nasengine.run_layout import (
+    CHECKPOINT,
+    DONE,
+    PHASES,
+    REDO_DEPENDENTS,
+    RESULT_FILES,
+    SUMMARY,
+    SUPERNET,
+    TEST,
+    RunLayout,
+)
 from nasengine.run_lock import RunLock
 from nasengine.sampling import paths_for
 from nasengine.search import run_search
 from nasengine.seeds import arch_salt, derived_seed
 from nasengine.training import Diverged, train
-
-# What ``--redo PHASE`` deletes besides the phase itself: everything computed from its results (the report
-# is drawn again at the end of every run; rank checks and comparison searches must be run again).
-REDO_DEPENDENTS = {
-    "pretrain": ("finetune", "search", "search-*", "retrain", "rank_check", "report"),
-    "finetune": ("search", "search-*", "retrain", "rank_check", "report"),
-    "search": ("retrain", "rank_check", "report"),
-    "retrain": ("report",),
-}
-PRODUCTS = {"pretrain": "supernet.pt", "finetune": "supernet.pt", "search": "best.json", "retrain": "summary.json"}
-RESULT_FILES = ("done.json", "test.json", "summary.json", "best.json", "supernet.pt")
 
 
 class Run:
@@ -60,6 +60,7 @@ class Run:
 
     def __init__(self, directory: str | Path, config: RunConfig):
         self.dir = Path(directory)
+        self.layout = RunLayout(self.dir)
         self.config = config
         self.device = distributed.setup()
         self._lock: RunLock | None = None
@@ -76,7 +77,7 @@ class Run:
             space = registry.create("space", config.space, **config.space_options)
             config.search.flops_max = float(space.default_flops_max)
         run = cls(directory, config)
-        saved_path = directory / "config.toml"
+        saved_path = run.layout.config
         if saved_path.exists():
             saved = configuration.load(saved_path)
             difference = _first_difference(saved.to_dict(), config.to_dict())
@@ -95,7 +96,7 @@ class Run:
     @classmethod
     def open(cls, directory: str | Path) -> Run:
         """An existing run directory (read-only until :meth:`claim`)."""
-        path = Path(directory) / "config.toml"
+        path = RunLayout(directory).config
         if not path.exists():
             raise NasEngineError(
                 f"{directory} is not a run directory (no config.toml); start one with 'nasengine run --out {directory}'"
@@ -140,7 +141,7 @@ class Run:
             if phase == "search":
                 removed += _remove(self.dir, ["search"])
             else:
-                kept, deleted = _clear_phase(self.dir / phase)
+                kept, deleted = _clear_phase(self.layout.folder(phase))
                 console.log(
                     f"redo {phase}: kept {kept} verified checkpoint(s), deleted {len(deleted)} result or corrupt "
                     f"file(s){': ' + ', '.join(deleted) if deleted else ''}"
@@ -172,19 +173,17 @@ class Run:
     def done(self, phase: str) -> bool:
         """The phase finished: its ``done.json`` exists, and so does its result (a deleted ``supernet.pt``
         reopens the phase, which resumes from its newest checkpoint)."""
-        if not (self.dir / phase / "done.json").exists():
+        if not self.layout.done(phase).exists():
             return False
-        product = PRODUCTS.get(phase)
-        if product and not (self.dir / phase / product).exists():
-            console.log(
-                f"{phase}: {self.dir / phase / product} is missing; redoing the phase from its newest checkpoint"
-            )
+        product = self.layout.product(phase)
+        if product is not None and not product.exists():
+            console.log(f"{phase}: {product} is missing; redoing the phase from its newest checkpoint")
             return False
         return True
 
     def _mark_done(self, phase_dir: Path, info: dict[str, Any]) -> None:
         if distributed.is_main():
-            write_json(info, phase_dir / "done.json")
+            write_json(info, phase_dir / DONE)
         distributed.barrier()
 
     def _model(self, task: Task, backbone: nn.Module) -> nn.Module:
@@ -244,7 +243,7 @@ class Run:
     # phases --------------------------------------------------------------------------------------
     def pretrain(self) -> None:
         """Step 1: path-wise supernet pre-training on the classification task."""
-        phase_dir = self.dir / "pretrain"
+        phase_dir = self.layout.folder("pretrain")
         if not self.config.pretrain:
             console.log("pretrain: skipped (DetNAS-scratch: fine-tuning starts from random weights)")
             return
@@ -268,7 +267,7 @@ class Run:
         )
         info = {**info, **({"distill": distilled} if distilled else {})}
         if distributed.is_main():
-            save_checkpoint({"backbone": supernet.state_dict(), "model": model.state_dict()}, phase_dir / "supernet.pt")
+            save_checkpoint({"backbone": supernet.state_dict(), "model": model.state_dict()}, phase_dir / SUPERNET)
         self._mark_done(phase_dir, info)
 
     def _distill(self, phase_dir: Path, model: nn.Module, supernet) -> dict[str, Any]:
@@ -288,7 +287,7 @@ class Run:
                 f"space {self.config.space!r} names no baseline to distill from; "
                 "set pretrain_schedule.sampling to 'uniform' or 'fair'"
             )
-        teacher_dir = phase_dir / "teacher"
+        teacher_dir = self.layout.teacher
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_INIT, arch_salt(teacher_arch)))
         teacher = self.space.build_network(teacher_arch)
         teacher_model = self._model(self.pretrain_task, teacher)
@@ -302,7 +301,7 @@ class Run:
                 f"pretrain teacher {self.space.baseline_name}",
             )
             self._mark_done(teacher_dir, info)
-        teacher_model.load_state_dict(load_checkpoint(teacher_dir / "checkpoint.pt")["model"])
+        teacher_model.load_state_dict(load_checkpoint(teacher_dir / CHECKPOINT)["model"])
         inherit_shared(model, teacher_model)
         started = time.perf_counter()
         try:
@@ -332,7 +331,7 @@ class Run:
 
     def finetune(self) -> None:
         """Step 2: path-wise supernet fine-tuning on the detection task (skipped for ClsNASNet search)."""
-        phase_dir = self.dir / "finetune"
+        phase_dir = self.layout.folder("finetune")
         if self.config.search.on == "classification":
             console.log("finetune: skipped (the search runs on the pre-trained classification supernet)")
             return
@@ -340,7 +339,7 @@ class Run:
             return
         supernet = self._fresh_supernet(seeds.FINETUNE)
         if self.config.pretrain:
-            supernet.load_state_dict(self._checkpoint("pretrain", "supernet.pt")["backbone"])
+            supernet.load_state_dict(self._checkpoint("pretrain")["backbone"])
         model = self._model(self.task, supernet)
         info = self._train_phase(
             phase_dir,
@@ -352,7 +351,7 @@ class Run:
             supernet,
         )
         if distributed.is_main():
-            save_checkpoint({"model": model.state_dict()}, phase_dir / "supernet.pt")
+            save_checkpoint({"model": model.state_dict()}, phase_dir / SUPERNET)
         self._mark_done(phase_dir, info)
 
     def search(
@@ -370,13 +369,13 @@ class Run:
         if strategy is not None:
             settings = replace(settings, strategy=strategy, strategy_options=dict(strategy_options or {}))
         folder = folder or ("search" if strategy is None else f"search-{strategy}")
-        phase_dir = self.dir / folder
+        phase_dir = self.layout.folder(folder)
         if self.done(folder):
-            return read_json(phase_dir / "best.json")
+            return read_json(self.layout.best(folder))
         source = "pretrain" if self.config.search.on == "classification" else "finetune"
         supernet = self.space.build_supernet()
         model = self._model(self.search_task, supernet)
-        model.load_state_dict(self._checkpoint(source, "supernet.pt")["model"])
+        model.load_state_dict(self._checkpoint(source)["model"])
         started = time.perf_counter()
         with distributed.local_batchnorm(model):
             best = run_search(self.space, self.search_task, supernet, model, settings, phase_dir, seed=self.config.seed)
@@ -390,9 +389,9 @@ class Run:
 
     def retrain(self, arch: Arch | None = None) -> dict[str, Any]:
         """Step 4: the winner (and the all-3×3 baseline) trained alone the same way, then tested."""
-        phase_dir = self.dir / "retrain"
+        phase_dir = self.layout.retrain
         if arch is None:
-            arch = tuple(read_json(self.dir / "search" / "best.json")["arch"]) if self.done("search") else None
+            arch = tuple(read_json(self.layout.best())["arch"]) if self.done("search") else None
             if arch is None:
                 raise NasEngineError(
                     f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch"
@@ -403,9 +402,9 @@ class Run:
             entries[baseline] = tuple(self.space.named[baseline])
         results = {}
         for label, entry_arch in entries.items():
-            results[label] = self.train_standalone(entry_arch, phase_dir / label, label)
+            results[label] = self.train_standalone(entry_arch, self.layout.retrain_entry(label), label)
         if distributed.is_main():
-            write_json(results, phase_dir / "summary.json")
+            write_json(results, phase_dir / SUMMARY)
         self._mark_done(phase_dir, {"entries": list(results)})
         return results
 
@@ -415,7 +414,7 @@ class Run:
         ``schedule_scale`` (0 < s <= 1) shortens both schedules to that fraction of their iterations
         (at least one; milestones are fractions, so they follow), as ``nasengine rank-check`` does.
         """
-        result_path = out_dir / "test.json"
+        result_path = out_dir / TEST
         if result_path.exists():
             return read_json(result_path)
         pretrain_schedule = scale_schedule(self.config.pretrain_schedule, schedule_scale)
@@ -426,7 +425,7 @@ class Run:
         if self.config.pretrain:
             model = self._model(self.pretrain_task, backbone)
             self._reuse_teacher(arch, out_dir / "pretrain", schedule_scale)
-            if not (out_dir / "pretrain" / "done.json").exists():
+            if not (out_dir / "pretrain" / DONE).exists():
                 info = self._train_phase(
                     out_dir / "pretrain",
                     model,
@@ -436,11 +435,11 @@ class Run:
                     f"pretrain {label}",
                 )
                 self._mark_done(out_dir / "pretrain", info)
-            model.load_state_dict(load_checkpoint(out_dir / "pretrain" / "checkpoint.pt")["model"])
+            model.load_state_dict(load_checkpoint(out_dir / "pretrain" / CHECKPOINT)["model"])
         # the detection head's initial weights must not depend on whether pre-training ran in this process
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_HEAD, salt))
         model = self._model(self.task, backbone)
-        if not (out_dir / "finetune" / "done.json").exists():
+        if not (out_dir / "finetune" / DONE).exists():
             info = self._train_phase(
                 out_dir / "finetune",
                 model,
@@ -450,7 +449,7 @@ class Run:
                 f"finetune {label}",
             )
             self._mark_done(out_dir / "finetune", info)
-        model.load_state_dict(load_checkpoint(out_dir / "finetune" / "checkpoint.pt")["model"])
+        model.load_state_dict(load_checkpoint(out_dir / "finetune" / CHECKPOINT)["model"])
         metrics = self.task.evaluate(
             model, self.task.loader("test", train=False, batch_size=self.config.search.batch_size)
         )
@@ -469,21 +468,21 @@ class Run:
     def _reuse_teacher(self, arch: Arch, pretrain_dir: Path, schedule_scale: float) -> None:
         """The distillation teacher is this very network pre-trained this very way (same seeds, same
         schedule): copy it instead of training it twice."""
-        teacher_dir = self.dir / "pretrain" / "teacher"
+        teacher_dir = self.layout.teacher
         baseline = self.space.named.get(self.space.baseline_name or "")
         if (
             schedule_scale == 1.0
             and baseline is not None
             and tuple(arch) == tuple(baseline)
-            and (teacher_dir / "done.json").exists()
+            and (teacher_dir / DONE).exists()
             and not pretrain_dir.exists()
             and distributed.is_main()
         ):
             shutil.copytree(teacher_dir, pretrain_dir)
-            info = read_json(teacher_dir / "done.json")
+            info = read_json(teacher_dir / DONE)
             write_json(
                 {**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
-                pretrain_dir / "done.json",
+                pretrain_dir / DONE,
             )
         distributed.barrier()
 
@@ -496,12 +495,12 @@ class Run:
         self.retrain(arch)
         return write_report(self.dir, self.config.search.flops_max)
 
-    def _checkpoint(self, phase: str, name: str) -> dict[str, Any]:
+    def _checkpoint(self, phase: str) -> dict[str, Any]:
         if not self.done(phase):
             raise NasEngineError(
                 f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first"
             )
-        return load_checkpoint(self.dir / phase / name)
+        return load_checkpoint(self.layout.supernet(phase))
 
 
 def _clear_phase(folder: Path) -> tuple[int, list[str]]:
@@ -516,7 +515,7 @@ def _clear_phase(folder: Path) -> tuple[int, list[str]]:
                 kept += 1
                 continue
             # a corrupt training state: the folder's phase must restart, so it is no longer done either
-            (path.parent / "done.json").unlink(missing_ok=True)
+            (path.parent / DONE).unlink(missing_ok=True)
         elif path.name not in RESULT_FILES:
             continue
         if path.exists():

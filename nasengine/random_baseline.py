@@ -18,6 +18,7 @@ from nasengine.checkpoint import read_json, write_json
 from nasengine.config import RunConfig
 from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.engine import Run
+from nasengine.run_layout import TEST, RunLayout
 from nasengine.search import flops_constraint
 
 
@@ -62,7 +63,7 @@ def run_random_baseline(config: RunConfig, directory: Path, count: int, compare:
         f"{summary['mean']:.4f} ± {summary['std']:.4f}",
     )
     if compare is not None:
-        searched = read_json(compare / "retrain" / "best" / "test.json")
+        searched = read_json(RunLayout(compare).retrain_entry("best") / TEST)
         summary["searched"] = searched
         table.add_row(
             f"searched ({format_arch(searched['arch'])})", f"{searched['flops']:,}", f"{searched['test']['score']:.4f}"

@@ -26,6 +26,7 @@ from nasengine.checkpoint import write_json
 from nasengine.config import check_schedule_scale
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
+from nasengine.run_layout import RunLayout
 
 DEFAULT_COUNT = 8
 
@@ -133,7 +134,7 @@ def ranks(scores: Sequence[float]) -> list[int]:
 # --- the driver ---------------------------------------------------------------------------------
 def candidate_dir(run_dir: Path, arch: Sequence[int], schedule_scale: float) -> Path:
     """Where the standalone network of ``arch`` trained at ``schedule_scale`` lives."""
-    return Path(run_dir) / "rank_check" / f"{compact_arch(arch)}-s{schedule_scale:g}"
+    return RunLayout(run_dir).rank_check(f"{compact_arch(arch)}-s{schedule_scale:g}")
 
 
 def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_scale: float = 1.0) -> dict[str, Any]:
@@ -146,7 +147,7 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
         raise NasEngineError(f"{run.dir} has no finished search; run 'nasengine search {run.dir}' first")
     run.check()
     run.claim()
-    candidates = select_candidates(read_history(run.dir / "search" / "history.jsonl"), count)
+    candidates = select_candidates(read_history(run.layout.history()), count)
     entries = []
     for index, record in enumerate(candidates, 1):
         arch = tuple(int(c) for c in record["arch"])
@@ -160,7 +161,7 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
         entries.append(_entry(record, result))
     summary = _summary(entries, schedule_scale, run.config.search.on)
     if distributed.is_main():
-        out = run.dir / "report"
+        out = run.layout.report
         write_json(_json_safe(summary), out / "rank_check.json")
         plot_rank_check(summary, out / "rank_check.png")
         console.console.print(rank_check_table(run.dir, summary))

@@ -15,27 +15,26 @@ from rich.table import Table
 from nasengine import console, distributed
 from nasengine.checkpoint import read_json, write_json
 from nasengine.history import read_history
+from nasengine.run_layout import PHASES, RunLayout
 from nasengine.search_compare import plot_comparison, search_comparison
 
 
 def collect(directory: Path) -> dict[str, Any]:
     """Everything a run directory says about itself (phases done, search, retrain results)."""
+    layout = RunLayout(directory)
     summary: dict[str, Any] = {"phases": {}}
-    for phase in ("pretrain", "finetune", "search", "retrain"):
-        done = directory / phase / "done.json"
+    for phase in PHASES:
+        done = layout.done(phase)
         summary["phases"][phase] = read_json(done) if done.exists() else None
-    history = read_history(directory / "search" / "history.jsonl")
+    history = read_history(layout.history())
     summary["candidates_evaluated"] = len(history)
-    best_path = directory / "search" / "best.json"
+    best_path = layout.best()
     summary["search_best"] = read_json(best_path) if best_path.exists() else None
     if history:
         scores = sorted(r["score"] for r in history)
         summary["search_median_score"] = scores[len(scores) // 2]
-    retrain = directory / "retrain"
-    summary["retrain"] = {
-        p.name: read_json(p / "test.json") for p in sorted(retrain.glob("*")) if (p / "test.json").exists()
-    }
-    rank_check = directory / "report" / "rank_check.json"
+    summary["retrain"] = {label: read_json(path) for label, path in layout.retrain_tests().items()}
+    rank_check = layout.report / "rank_check.json"
     if rank_check.exists():  # written by `nasengine rank-check`
         summary["rank_check"] = read_json(rank_check)
     comparison = search_comparison(directory)
@@ -49,9 +48,10 @@ def write_report(directory: Path, flops_max: float | None) -> dict[str, Any]:
     the search's FLOPs limit, drawn on the FLOPs–score plot."""
     summary = collect(directory)
     if distributed.is_main():
-        out = directory / "report"
+        layout = RunLayout(directory)
+        out = layout.report
         write_json(summary, out / "summary.json")
-        history = read_history(directory / "search" / "history.jsonl")
+        history = read_history(layout.history())
         if history:
             plot_search(history, out, flops_max)
         plot_comparison(directory, out)  # search_vs_random.png, when search-random/ has candidates

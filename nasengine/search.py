@@ -34,6 +34,7 @@ from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.flops import cost_of, flops_range
 from nasengine.history import History
 from nasengine.interfaces import Arch, Space, Supernet, Task
+from nasengine.run_layout import BEST, HISTORY
 
 
 def known_flops_range(space: Space, image_size: int) -> tuple[int, int] | None:
@@ -186,9 +187,9 @@ def run_search(
     strategy = registry.create(
         "strategy", search.strategy, choices=space.choices, constraint=constraint, seed=seed, **search.strategy_options
     )
-    history = History(out_dir / "history.jsonl")
+    history = History(out_dir / HISTORY)
     if len(history):
-        console.log(f"search: replaying {len(history)} evaluated candidates from {out_dir / 'history.jsonl'}")
+        console.log(f"search: replaying {len(history)} evaluated candidates from {out_dir / HISTORY}")
     evaluator = CandidateEvaluator.for_task(supernet, model, task, batch_size=search.batch_size, seed=seed)
     asked: list[Arch] = []
     limits = f"the FLOPs constraint [{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
@@ -245,7 +246,7 @@ def run_search(
         "strategy": search.strategy,
     }
     if distributed.is_main():
-        write_json(summary, out_dir / "best.json")
+        write_json(summary, out_dir / BEST)
     return summary
 
 

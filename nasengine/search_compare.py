@@ -32,6 +32,7 @@ from nasengine.config import SearchConfig
 from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
+from nasengine.run_layout import RunLayout
 
 DEFAULT_TOP_K = 10
 COMPARED_STRATEGY = RANDOM_STRATEGY  # the comparison the report draws: the run's search against random search
@@ -113,12 +114,10 @@ def _histories(directory: Path, strategy: str) -> tuple[SearchConfig, dict[str, 
     """The run's search settings and the scores of its own search and of ``search-<strategy>/``."""
     from nasengine import config as configuration
 
-    search = configuration.load(directory / "config.toml").search
+    layout = RunLayout(directory)
+    search = configuration.load(layout.config).search
     folders = {search.strategy: "search", strategy: comparison_folder(strategy)}
-    scores = {
-        label: [r["score"] for r in read_history(directory / folder / "history.jsonl")]
-        for label, folder in folders.items()
-    }
+    scores = {label: [r["score"] for r in read_history(layout.history(folder))] for label, folder in folders.items()}
     return search, scores
 
 
@@ -129,7 +128,8 @@ def search_comparison(directory: Path, strategy: str = COMPARED_STRATEGY) -> dic
     each search's entry.
     """
     directory = Path(directory)
-    if not (directory / "config.toml").exists():
+    layout = RunLayout(directory)
+    if not layout.config.exists():
         return None
     search, scores = _histories(directory, strategy)
     if len(scores) != 2 or not all(scores.values()):  # one label: the run's own search uses ``strategy``
@@ -138,7 +138,7 @@ def search_comparison(directory: Path, strategy: str = COMPARED_STRATEGY) -> dic
     for label in scores:
         folder = "search" if label == search.strategy else comparison_folder(strategy)
         comparison["strategies"][label]["folder"] = folder
-        comparison["strategies"][label]["finished"] = (directory / folder / "done.json").exists()
+        comparison["strategies"][label]["finished"] = layout.done(folder).exists()
     return comparison
 
 

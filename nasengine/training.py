@@ -27,6 +27,7 @@ from nasengine.checkpoint import load_checkpoint, save_checkpoint
 from nasengine.config import Schedule
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Task
+from nasengine.run_layout import CHECKPOINT, LOG
 from nasengine.seeds import ITERATION, derived_seed
 
 
@@ -173,7 +174,7 @@ def train(
         else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
     )
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / CHECKPOINT
     start, figures = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
     saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
 
@@ -184,7 +185,7 @@ def train(
     )
     model.train()
     smoothed = figures.get("loss", math.nan)  # the smoothed loss continues across a resume
-    with console.progress(schedule.iterations, description) as bar, open(out_dir / "log.jsonl", "a") as log_file:
+    with console.progress(schedule.iterations, description) as bar, open(out_dir / LOG, "a") as log_file:
         bar.update(start)
         batches = iter(loader)
         for iteration in range(start, schedule.iterations):
@@ -256,7 +257,7 @@ def resume_training_state(
     written after it, and return the iteration to continue from (0 for a fresh start) with the training
     figures saved with it (smoothed loss, lr, ...), so a resumed phase reports what an uninterrupted one would."""
     start, figures = 0, {}
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
@@ -264,7 +265,7 @@ def resume_training_state(
         start = int(state["iteration"])
         figures = dict(state.get("figures", {}))
         console.log(f"{description}: resuming at iteration {start}/{iterations}")
-    truncate_log(out_dir / "log.jsonl", start)
+    truncate_log(out_dir / LOG, start)
     return start, figures
 
 
