@@ -3,6 +3,14 @@
 Precedence, lowest first: the preset (``demo`` by default), a ``--config`` TOML file, CLI flags. The
 resolved configuration is written to ``RUN_DIR/config.toml`` and is all a later phase or a resume
 needs.
+
+Plugin options are given per plugin name: a preset's, a file's or ``--set``'s ``options.<kind>.<name>`` table
+(kind ``space``, ``task`` or ``strategy``) reaches that plugin only when the run uses it, so a preset sized
+for ``evolution`` gives ``random`` its own options and a third-party task none of the built-ins'. The
+options of the plugins the run uses — ``space_options``, ``task_options``, ``pretrain_task_options`` and
+``search.strategy_options``, given directly or resolved from those tables (direct ones win) — are what
+``config.toml`` keeps. A plugin declares its options by its constructor's keyword arguments; one that does
+not fit is refused with one line before anything is written (``nasengine.registry.check_options``).
 """
 
 from __future__ import annotations
@@ -148,6 +156,7 @@ def resolve(
     data: dict[str, Any] = {}
     if file is not None:
         data = load_toml(file)
+    overrides = copy.deepcopy(overrides or {})
     for source in (data, overrides or {}):
         _check_sections(source)
     preset = (overrides or {}).get("preset") or data.get("preset") or preset
@@ -158,9 +167,13 @@ def resolve(
     preset_values = copy.deepcopy(PRESETS[preset])
     task = explicit.get("task", preset_values.get("task", defaults["task"]))
     preset_values = _merge(preset_values, _task_preset_settings(task, preset))
-    strategy = explicit.get("search", {}).get("strategy", defaults["search"]["strategy"])
-    _drop_foreign_strategy_options(preset_values, strategy)
+    per_name = [_options_tables(preset_values, "preset " + preset, known=False)]
+    per_name += [
+        _options_tables(source, where, known=True)
+        for source, where in ((data, "config file"), (overrides or {}, "--set"))
+    ]
     merged = _merge(_merge(_merge(defaults, preset_values), data), overrides or {})
+    _apply_plugin_options(merged, per_name, explicit)
     merged["preset"] = preset
     config = _build(RunConfig, merged, "")
     check_types(config)
@@ -169,24 +182,65 @@ def resolve(
     return config
 
 
-def _drop_foreign_strategy_options(preset_values: dict[str, Any], strategy: str) -> None:
-    """A preset's strategy options are meant for the evolution search; keep only those the chosen
-    strategy accepts (``random`` has no ``top_k``). Options the user gives are never dropped."""
-    import inspect
+# Where the options of each plugin the run uses live in the configuration: (config keys, plugin kind).
+PLUGIN_OPTION_FIELDS = (
+    (("space",), ("space_options",), "space"),
+    (("task",), ("task_options",), "task"),
+    (("pretrain_task",), ("pretrain_task_options",), "task"),
+    (("search", "strategy"), ("search", "strategy_options"), "strategy"),
+)
 
+
+def _options_tables(source: dict[str, Any], where: str, *, known: bool) -> dict[str, dict[str, dict[str, Any]]]:
+    """Remove and return ``source``'s ``options`` table, ``{kind: {plugin name: {option: value}}}``, checked:
+    kinds are space, task or strategy, and with ``known`` every name is a registered plugin of its kind."""
     from nasengine import registry
 
-    options = preset_values.get("search", {}).get("strategy_options")
-    if not options:
-        return
-    try:
-        parameters = inspect.signature(registry.get("strategy", strategy)).parameters
-    except NasEngineError:
-        return  # an unknown strategy is reported when the search starts, with the known names
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for key in [k for k in options if k not in parameters]:
-        del options[key]
+    tables = source.pop("options", None) or {}
+    example = "--set options.strategy.evolution.population=20"
+    if not isinstance(tables, dict):
+        raise NasEngineError(f"{where}: options must be a table of plugin kinds (e.g. {example}), not {tables!r}")
+    for kind, by_name in tables.items():
+        if kind not in registry.GROUPS:
+            raise NasEngineError(
+                f"{where}: options.{kind} is not a plugin kind; use options.space, options.task or options.strategy "
+                f"(e.g. {example})"
+            )
+        if not isinstance(by_name, dict) or not all(isinstance(v, dict) for v in by_name.values()):
+            raise NasEngineError(f"{where}: options.{kind} must hold one table per {kind} name (e.g. {example})")
+        if known:
+            for name in by_name:
+                try:
+                    registry.get(kind, name)
+                except NasEngineError as exc:  # a misspelt name: one line with the known ones
+                    raise NasEngineError(f"{where}: options.{kind}.{name}: {exc}") from None
+    return tables
+
+
+def _apply_plugin_options(merged: dict[str, Any], per_name: list[dict[str, Any]], explicit: dict[str, Any]) -> None:
+    """Set the options of the plugins the run uses from the per-name tables (preset, file, ``--set``, in that
+    order), under the options given directly."""
+    for name_keys, option_keys, kind in PLUGIN_OPTION_FIELDS:
+        name = _lookup(merged, name_keys)
+        if not isinstance(name, str):
+            continue  # a wrong type is reported by check_types with the key
+        options: dict[str, Any] = {}
+        for tables in per_name:
+            options = _merge(options, tables.get(kind, {}).get(name, {}))
+        direct = _lookup(explicit, option_keys)
+        if isinstance(direct, dict) or direct is None:
+            owner = merged
+            for key in option_keys[:-1]:
+                owner = owner[key]
+            owner[option_keys[-1]] = _merge(options, direct or {})
+
+
+def _lookup(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
 
 
 def _fields(section: Any, prefix: str):

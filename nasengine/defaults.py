@@ -4,8 +4,10 @@ The core talks to spaces, tasks and strategies only through ``nasengine.interfac
 Where it must still name a built-in plugin — the defaults of a run, the tasks and strategy options of a
 preset, the strategy that draws random architectures for the random baseline and the comparison search —
 the name comes from this module, and ``tests/test_import_graph.py`` checks that no other core module
-names one. Values that belong to a plugin come from the plugin (a space's ``default_flops_max``, a task's
-``preset_settings``). Help texts are generated from these names.
+names one. A preset gives plugin options per plugin name (``options.<kind>.<name>``, see
+``nasengine.config``): they reach a plugin only when the run uses it. Values that belong to a plugin come
+from the plugin (a space's ``default_flops_max``, a task's ``preset_settings``). Help texts are generated
+from these names.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ DEFAULT_PRETRAIN_TASK = "fashion-mnist"  # the classification task of supernet p
 DEFAULT_STRATEGY = "evolution"
 RANDOM_STRATEGY = "random"  # uniformly random legal architectures: the random baseline, the comparison search
 DEFAULT_PRESET = "demo"
+DETECTION_TASKS = ("coco-fpn", "coco-retinanet", "voc-fpn", "voc-retinanet")  # the built-in detection tasks
+
+
+def _each(names: tuple[str, ...], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The same options for each of ``names`` (each gets its own copy)."""
+    return {name: dict(options) for name in names}
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's schedules and search settings (DESIGN.md §5). A task may set its own values under a preset
@@ -42,14 +51,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_iterations": 500,
             "checkpoint_every": 5000,
         },
-        "search": {"strategy_options": {"population": 50, "top_k": 10, "generations": 20}},
+        "options": {
+            "strategy": {
+                "evolution": {"population": 50, "top_k": 10, "generations": 20},
+                "random": {"population": 50, "generations": 20},  # the same 1000 candidates (paper Fig. 2)
+            },
+        },
     },
     # Sized so that `make demo` runs the whole protocol on 2 CPU cores in about 15 minutes.
     "demo": {
         "pretrain_task": "fashion-mnist",
-        # 300 search images and 256 calibration images: with 100 and 64 a candidate's score moved by 0.65x the
-        # spread of the candidates' scores when only the calibration subset changed; with these, 0.16x.
-        "task_options": {"search_size": 300, "calib_size": 256},
         # Uniform sampling does not learn at this budget (README, "Supernet training recipes"): the demo
         # distills every choice from the trained baseline for half the iterations, then samples uniformly.
         "pretrain_schedule": {
@@ -73,13 +84,20 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_iterations": 20,
             "checkpoint_every": 100,
         },
-        "search": {"batch_size": 16, "strategy_options": {"population": 8, "top_k": 3, "generations": 3}},
+        "search": {"batch_size": 16},
+        "options": {
+            # 300 search images and 256 calibration images: with 100 and 64 a candidate's score moved by 0.65x
+            # the spread of the candidates' scores when only the calibration subset changed; with these, 0.16x.
+            "task": _each(DETECTION_TASKS, {"search_size": 300, "calib_size": 256}),
+            "strategy": {
+                "evolution": {"population": 8, "top_k": 3, "generations": 3},
+                "random": {"population": 8, "generations": 3},
+            },
+        },
     },
     # Well under a minute: for tests.
     "smoke": {
         "pretrain_task": "fashion-mnist",
-        "pretrain_task_options": {"search_size": 64, "calib_size": 16, "test_size": 64},
-        "task_options": {"search_size": 6, "calib_size": 4, "test_size": 6},
         "pretrain_schedule": {"iterations": 4, "batch_size": 8, "lr": 0.05, "checkpoint_every": 2},
         "finetune_schedule": {
             "iterations": 3,
@@ -90,6 +108,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "milestones": [0.5],
             "checkpoint_every": 2,
         },
-        "search": {"batch_size": 4, "strategy_options": {"population": 4, "top_k": 2, "generations": 2}},
+        "search": {"batch_size": 4},
+        "options": {
+            "task": {
+                "fashion-mnist": {"search_size": 64, "calib_size": 16, "test_size": 64},
+                **_each(DETECTION_TASKS, {"search_size": 6, "calib_size": 4, "test_size": 6}),
+            },
+            "strategy": {
+                "evolution": {"population": 4, "top_k": 2, "generations": 2},
+                "random": {"population": 4, "generations": 2},
+            },
+        },
     },
 }

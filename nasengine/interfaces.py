@@ -61,6 +61,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from nasengine.errors import NasEngineError
+
 Arch = tuple[int, ...]
 """One choice index per searchable position, e.g. 20 ints in 0..3."""
 
@@ -284,9 +286,13 @@ class Strategy(ABC):
       be found otherwise, ``ask`` raises ``ConstraintUnsatisfiable`` (``nasengine.ConstraintUnsatisfiable``)
       and the engine stops with the space's FLOPs range and the limits.
 
-    Constructor keyword arguments after ``seed`` are the strategy's options
-    (``search.strategy_options``); a preset's options reach it only when its signature names them (or
-    takes ``**params``), while options the user gives always do.
+    Constructor keyword arguments after ``seed`` are the strategy's options (``search.strategy_options``,
+    or ``options.strategy.<name>`` in a preset, config file or ``--set``): the signature declares them, and
+    an option it does not name is refused in one line before anything is written (a constructor taking
+    ``**params`` checks its own and raises ``NasEngineError``). The strategy states its budget in its own
+    terms: ``budget`` (the candidates it will ask for in all) and ``batch_size`` (candidates per ask) once
+    built, and ``options_for_budget`` for the options that plan a given budget (how a comparison search is
+    sized like the run's, ``nasengine search RUN_DIR --strategy S --budget-like R``).
     ``nasengine.BatchStrategy`` (:mod:`nasengine.strategy_base`) implements the bookkeeping (legal, new,
     reproducible batches) for strategies that propose ``population`` at a time, and ``nasengine.check_int``
     and ``nasengine.check_probability`` check an option in one line.
@@ -295,11 +301,22 @@ class Strategy(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     budget: int | None = None  # total candidates the strategy will ask for, when known (progress bars)
+    batch_size: int | None = None  # candidates per ask, when fixed
 
     def __init__(self, choices: Sequence[int], constraint: Callable[[Arch], bool], seed: int, **params: Any):
         self.choices = tuple(choices)
         self.constraint = constraint
         self.seed = seed
+
+    @classmethod
+    def options_for_budget(cls, budget: int, batch_size: int | None = None) -> dict[str, Any]:
+        """The options that make this strategy plan exactly ``budget`` candidates, asked ``batch_size`` at
+        a time when it asks in batches and that size divides the budget. Override it to let a search be
+        sized like another; the default says the strategy cannot be."""
+        raise NasEngineError(
+            f"strategy {getattr(cls, 'name', cls.__name__)!r} cannot be sized to a budget of {budget} candidates "
+            "(it does not define Strategy.options_for_budget)"
+        )
 
     @property
     @abstractmethod

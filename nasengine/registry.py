@@ -7,6 +7,7 @@ its error and the others still load.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -74,9 +75,62 @@ def get(kind: str, name: str) -> type:
     return plugin.cls
 
 
-def create(kind: str, name: str, **options: Any) -> Any:
-    """An instance of the plugin ``name`` built with its ``options``."""
+SUPPLIED = {"strategy": ("choices", "constraint", "seed")}
+"""Constructor arguments the engine supplies itself, which are not options a user sets."""
+OPTION_KEYS = {
+    "space": "space_options",
+    "task": "task_options",
+    "strategy": "search.strategy_options",
+}
+
+
+def declared_options(cls: type, kind: str) -> list[str] | None:
+    """The options ``cls`` declares by its constructor's keyword arguments, or None when it accepts any.
+
+    A constructor that takes ``**options`` and hands them to ``super().__init__`` (cooperative classes, as
+    the detection tasks are) declares its own keywords plus those of the next constructors up its MRO,
+    down to one without ``**options``; when none is found (``object`` or a base taking ``**params``
+    ends the walk) the plugin accepts any option and must check its own, raising ``NasEngineError``.
+    """
+    names: list[str] = []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)
+    for owner in cls.__mro__:
+        init = owner.__dict__.get("__init__")
+        if init is None:
+            continue
+        if owner is object:
+            return None
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
+        for p in parameters:
+            if p.kind not in positional and p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names:
+                names.append(p.name)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return [n for n in names if n not in SUPPLIED.get(kind, ())]
+    return None
+
+
+def check_options(kind: str, name: str, options: dict[str, Any]) -> None:
+    """One line naming the first option the plugin ``name`` does not declare, and the options it does."""
     cls = get(kind, name)
+    declared = declared_options(cls, kind)
+    if declared is None:
+        return
+    unknown = [key for key in options if key not in declared]
+    if unknown and not declared:
+        raise NasEngineError(f"{kind} {name!r} takes no options, so not {unknown[0]!r}; remove it")
+    if unknown:
+        listed = ", ".join(declared)
+        raise NasEngineError(
+            f"{kind} {name!r} has no option {unknown[0]!r}; its options: {listed} (set them with --set "
+            f"{OPTION_KEYS[kind]}.NAME=VALUE or options.{kind}.{name}.NAME=VALUE)"
+        )
+
+
+def create(kind: str, name: str, **options: Any) -> Any:
+    """An instance of the plugin ``name`` built with its ``options`` (checked by :func:`check_options`)."""
+    cls = get(kind, name)
+    supplied = SUPPLIED.get(kind, ())
+    check_options(kind, name, {k: v for k, v in options.items() if k not in supplied})
     try:
         return cls(**options)
     except TypeError as exc:

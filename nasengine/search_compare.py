@@ -32,6 +32,7 @@ from nasengine.config import SearchConfig
 from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
+from nasengine.interfaces import Strategy
 from nasengine.run_layout import RunLayout
 
 DEFAULT_TOP_K = 10
@@ -220,11 +221,9 @@ def budget_matched_options(
 ) -> dict[str, Any]:
     """Options for ``strategy`` that give it the budget of the run's ``budget_like`` search.
 
-    ``budget_like`` must be the run's configured strategy (its options set the budget, e.g. evolution's
-    population × generations) and ``strategy`` another one that takes ``population`` and
-    ``generations``. The run's population and generations are reused when the reference has them (so
-    both searches ask in batches of the same size), else population = budget and one generation; the
-    run's ``max_tries`` carries over when set.
+    ``budget_like`` must be the run's configured strategy, built with its options to read its ``budget``
+    and ``batch_size``; ``strategy`` states in its own terms the options that plan that budget in batches of
+    that size (``Strategy.options_for_budget``). The run's ``max_tries`` carries over when both take it.
     """
     if budget_like != search.strategy:
         raise NasEngineError(
@@ -241,17 +240,16 @@ def budget_matched_options(
     budget = reference.budget
     if not budget:
         raise NasEngineError(f"strategy {search.strategy} does not state its budget, so --budget-like cannot match it")
-    population, generations = getattr(reference, "population", None), getattr(reference, "generations", None)
-    if not (isinstance(population, int) and isinstance(generations, int) and population * generations == budget):
-        population, generations = budget, 1
-    options: dict[str, Any] = {"population": population, "generations": generations}
-    if "max_tries" in search.strategy_options:
+    strategy_cls: type[Strategy] = registry.get("strategy", strategy)
+    options = dict(strategy_cls.options_for_budget(budget, reference.batch_size))
+    declared = registry.declared_options(strategy_cls, "strategy")
+    if "max_tries" in search.strategy_options and (declared is None or "max_tries" in declared):
         options["max_tries"] = search.strategy_options["max_tries"]
     matched = registry.create("strategy", strategy, choices=tuple(choices), constraint=_any_arch, seed=seed, **options)
     if matched.budget != budget:
         raise NasEngineError(
-            f"strategy {strategy} with population {population} and generations {generations} plans "
-            f"{matched.budget} candidates, not the {budget} of {search.strategy}"
+            f"strategy {strategy} with options {options} plans {matched.budget} candidates, not the {budget} of "
+            f"{search.strategy}; its options_for_budget must give exactly the budget it is asked for"
         )
     return options
 

@@ -32,7 +32,8 @@ in an order fixed by the seed and the scores told, so replaying a history throug
 reproduces the same asks. Candidates are admitted one by one: an architecture already returned (in this
 batch or an earlier one) or rejected by the constraint is discarded and another drawn, at most
 ``max_tries`` times in a row; when that fails, a small space is enumerated and a large one raises
-``ConstraintUnsatisfiable``. ``budget`` is ``population * generations``.
+``ConstraintUnsatisfiable``. ``budget`` is ``population * generations``, ``batch_size`` is ``population``,
+and ``options_for_budget(budget, batch_size)`` gives ``population`` and ``generations`` for a budget.
 
 ``check_int`` and ``check_probability`` check one option each and raise a one-line ``NasEngineError``
 naming it, so a bad option stops the run before anything is written (the engine builds the strategy in its
@@ -105,12 +106,22 @@ class BatchStrategy(Strategy):
         self.generations = check_int("generations", generations, minimum=1)
         self.max_tries = check_int("max_tries", max_tries, minimum=1)
         self.budget = self.population * self.generations
+        self.batch_size = self.population
         self._rng = random.Random(seed)
         self._order: dict[Arch, int] = {}  # every architecture asked, with its position in the ask order
         self._scores: dict[Arch, float] = {}
         self._pending: set[Arch] = set()
         self._asks = 0
         self._exhausted = False
+
+    @classmethod
+    def options_for_budget(cls, budget: int, batch_size: int | None = None) -> dict[str, Any]:
+        """``population`` = ``batch_size`` and ``generations`` = ``budget / batch_size`` when that divides,
+        else all ``budget`` candidates in one generation."""
+        budget = check_int("budget", budget, minimum=1)
+        if batch_size and budget % batch_size == 0:
+            return {"population": batch_size, "generations": budget // batch_size}
+        return {"population": budget, "generations": 1}
 
     @property
     def finished(self) -> bool:

@@ -10,7 +10,7 @@ draws in a row, random legal architectures fill the rest.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from nasengine import BatchStrategy, NasEngineError, check_int, check_probability
 from nasengine.interfaces import Arch
@@ -45,6 +45,12 @@ class EvolutionStrategy(BatchStrategy):
         if top_k > population:
             raise NasEngineError(f"strategy option top_k ({top_k}) must not exceed population ({population})")
         self.mutation_prob = check_probability("mutation_prob", mutation_prob)
+
+    @classmethod
+    def options_for_budget(cls, budget: int, batch_size: int | None = None) -> dict[str, Any]:
+        """``population`` x ``generations`` as for any batch strategy, with ``top_k`` capped at the population."""
+        options = super().options_for_budget(budget, batch_size)
+        return {**options, "top_k": min(10, options["population"])}
 
     def _propose(self, count: int) -> list[Arch]:
         batch: list[Arch] = []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nasengine import config
+from nasengine import config, registry
 from nasengine.errors import NasEngineError
 
 
@@ -41,9 +41,38 @@ def test_unknown_keys_and_presets_are_clear(tmp_path):
         config.resolve("demo", bad)
 
 
-def test_preset_strategy_options_fit_the_chosen_strategy():
+def test_preset_options_are_given_per_plugin_name():
     random_search = config.resolve("demo", overrides={"search": {"strategy": "random"}})
     assert random_search.search.strategy_options == {"population": 8, "generations": 3}
-    assert config.resolve("demo").search.strategy_options["top_k"] == 3
+    assert config.resolve("demo").search.strategy_options == {"population": 8, "top_k": 3, "generations": 3}
+    smoke = config.resolve("smoke")
+    assert smoke.task_options == {"search_size": 6, "calib_size": 4, "test_size": 6}
+    assert smoke.pretrain_task_options == {"search_size": 64, "calib_size": 16, "test_size": 64}
+    # a plugin the preset does not name (here a third-party strategy) gets none of the built-ins' options
+    assert config.resolve("demo", overrides={"search": {"strategy": "hill-climb"}}).search.strategy_options == {}
     explicit = config.resolve("demo", overrides={"search": {"strategy": "random", "strategy_options": {"top_k": 2}}})
-    assert explicit.search.strategy_options["top_k"] == 2  # the user's own options are never dropped
+    assert explicit.search.strategy_options["top_k"] == 2  # the user's own options are never dropped...
+    with pytest.raises(NasEngineError, match="strategy 'random' has no option 'top_k'; its options: population"):
+        registry.check_options("strategy", "random", explicit.search.strategy_options)  # ...but refused in one line
+
+
+def test_options_by_name_from_file_and_set_reach_only_the_plugin_in_use(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        "[options.strategy.random]\npopulation = 6\n[options.strategy.evolution]\ntop_k = 4\n"
+        "[options.task.voc-fpn]\nsearch_size = 50\n"
+    )
+    evolution = config.resolve("demo", path)
+    assert evolution.search.strategy_options == {"population": 8, "top_k": 4, "generations": 3}
+    assert evolution.task_options == {"search_size": 300, "calib_size": 256}  # coco-fpn: voc-fpn's are not its
+    overrides = {
+        "search": {"strategy": "random"},
+        "task": "voc-fpn",
+        "options": {"strategy": {"random": {"generations": 2}}},
+    }
+    random_search = config.resolve("demo", path, overrides)
+    assert random_search.search.strategy_options == {"population": 6, "generations": 2}
+    assert random_search.task_options == {"search_size": 50, "calib_size": 256}
+    direct = config.resolve("demo", path, {"search": {"strategy_options": {"top_k": 2}}})
+    assert direct.search.strategy_options["top_k"] == 2  # options given directly win over the per-name tables
+    assert "options" not in direct.to_dict()  # config.toml keeps the resolved options of the plugins in use

@@ -635,7 +635,7 @@ class RepeatsInARun(ToyStrategy):
 
 
 class RunnableTask(ToyTask):
-    """A ToyTask that takes the options the smoke preset gives every task."""
+    """A ToyTask whose defaults are a smoke run's sizes (a preset gives options only to the plugins it names)."""
 
     name = "conformance-run-task"
 

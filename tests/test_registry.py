@@ -40,5 +40,19 @@ def test_broken_plugin_is_reported_and_others_still_load(monkeypatch):
 
 
 def test_bad_options_name_the_plugin():
-    with pytest.raises(NasEngineError, match="space 'shufflenet-small' does not accept these options"):
+    with pytest.raises(NasEngineError, match="space 'shufflenet-small' takes no options, so not 'colour'; remove it"):
         registry.create("space", "shufflenet-small", colour="blue")
+
+
+def test_a_constructor_taking_any_options_checks_its_own():
+    class Anything:
+        def __init__(self, choices, constraint, seed, **params):
+            if params:
+                raise TypeError(f"unexpected {sorted(params)}")
+
+    assert registry.declared_options(Anything, "strategy") is None
+    assert registry.declared_options(registry.get("strategy", "random"), "strategy") == [
+        "population",
+        "generations",
+        "max_tries",
+    ]

@@ -9,8 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from nasengine import BatchStrategy, registry
+from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
-from nasengine.interfaces import Arch
+from nasengine.interfaces import Arch, Strategy
+from nasengine.search_compare import budget_matched_options
 from nasengine.strategies.evolution import EvolutionStrategy
 from nasengine.strategies.random_search import RandomStrategy
 from nasengine.strategies.sampling import crossover, mutate
@@ -245,7 +247,7 @@ def test_registered_and_unknown_options_rejected(name):
     cls = registry.get("strategy", name)
     assert cls in STRATEGIES and cls.name == name
     assert cls.description and "\n" not in cls.description
-    with pytest.raises(NasEngineError, match="does not accept these options"):
+    with pytest.raises(NasEngineError, match=f"strategy '{name}' has no option 'populaton'; its options: population"):
         registry.create("strategy", name, choices=CHOICES, constraint=in_window, seed=0, populaton=5)
 
 
@@ -312,3 +314,58 @@ def test_the_batch_strategy_base_and_option_checks_are_public():
 
     check_strategy(HillClimb)
     check_strategy(HillClimb, choices=CHOICES, options={"population": 8, "generations": 3})
+
+
+class OneAtATime(Strategy):
+    """A third-party strategy whose budget is its own ``steps`` option, one candidate per ask."""
+
+    name = "one-at-a-time"
+
+    def __init__(self, choices, constraint, seed, *, steps: int = 5):
+        super().__init__(choices, constraint, seed)
+        self.budget, self.batch_size = steps, 1
+        self._rng, self._asked, self._pending = random.Random(seed), set(), False
+
+    @property
+    def finished(self):
+        return len(self._asked) >= self.budget and not self._pending
+
+    def ask(self):
+        while True:
+            arch = tuple(self._rng.randrange(n) for n in self.choices)
+            if self.constraint(arch) and arch not in self._asked:
+                self._asked.add(arch)
+                self._pending = True
+                return [arch]
+
+    def tell(self, results):
+        self._pending = False
+
+
+class SizedOneAtATime(OneAtATime):
+    @classmethod
+    def options_for_budget(cls, budget, batch_size=None):
+        return {"steps": budget}
+
+
+@pytest.mark.parametrize(("budget", "batch", "expected"), [(24, 8, (8, 3)), (24, 5, (24, 1)), (7, None, (7, 1))])
+def test_batch_strategies_state_the_options_of_a_budget(budget, batch, expected):
+    for cls in STRATEGIES:
+        options = cls.options_for_budget(budget, batch)
+        assert (options["population"], options["generations"]) == expected
+        strategy = cls(CHOICES, in_window, 0, **options)
+        assert strategy.budget == budget and strategy.batch_size == expected[0]
+
+
+def test_a_comparison_search_is_sized_in_the_strategy_s_own_terms(monkeypatch):
+    real_get = registry.get
+    plugin = {"one-at-a-time": SizedOneAtATime}
+    monkeypatch.setattr(registry, "get", lambda kind, name: plugin.get(name) or real_get(kind, name))
+    search = SearchConfig(strategy="evolution", strategy_options={"population": 6, "top_k": 2, "generations": 4})
+    assert budget_matched_options(CHOICES, search, "one-at-a-time", "evolution", seed=0) == {"steps": 24}
+    assert budget_matched_options(CHOICES, search, "random", "evolution", seed=0) == {"population": 6, "generations": 4}
+
+
+def test_a_strategy_without_options_for_budget_says_it_cannot_be_sized():
+    with pytest.raises(NasEngineError, match="strategy 'one-at-a-time' cannot be sized to a budget of 24 candidates"):
+        OneAtATime.options_for_budget(24)
