@@ -7,7 +7,10 @@ these methods, so a new space needs no strategy code and a new task needs no spa
 The rules every plugin keeps are written on the classes below; in short:
 
 - **options**: a plugin's constructor keyword arguments are its options (``--space-option``, ``--task-option``,
-  ``search.strategy_options``); ``options()`` returns them so ``type(plugin)(**plugin.options())`` rebuilds it.
+  ``search.strategy_options``, or ``options.<kind>.<name>`` tables that reach the plugin by name); an option
+  the signature does not declare is refused in one line before a run writes anything (a ``**options``
+  constructor passing them to ``super().__init__`` declares the chain's keywords; one keeping them checks
+  its own); ``options()`` returns them so ``type(plugin)(**plugin.options())`` rebuilds it.
 - **feature maps**: a backbone (supernet or standalone network) returns a list with one ``(N, C, H, W)``
   tensor per entry of the space's ``out_channels``, ``C`` equal to that entry; for detection exactly four,
   at strides 4, 8, 16 and 32 (a 64-px input gives maps of 16, 8, 4 and 2 px).
