@@ -114,6 +114,10 @@ class Space(ABC):
       accepts the names. ``baseline_name``, when set, is one of them (retrained beside the winner).
     - ``default_flops_max``: the search's FLOPs limit when the user gives none.
 
+    Optional, for the report's architecture figure and tables: ``choice_names``, one name per choice index
+    (``("3×3", "5×5", "7×7", "Xception")``), and ``repeats``, the searchable blocks of each stage (summing
+    to ``len(choices)``); without them choices are drawn as ``choice i`` in one stage.
+
     The core counts an architecture's FLOPs and parameters (``nasengine.flops.cost_of(space, arch,
     image_size)``: a lookup table from ``cost_parts``, else a full trace of ``build_network``); a space
     never counts them itself, so this contract depends on nothing above it.
@@ -130,6 +134,8 @@ class Space(ABC):
     named: dict[str, Arch]
     baseline_name: str | None = None  # the named architecture the winner is compared with
     default_flops_max: float = math.inf  # the search's FLOPs limit when none is given
+    choice_names: ClassVar[tuple[str, ...] | None] = None  # optional: a name per choice index, for figures
+    repeats: ClassVar[tuple[int, ...] | None] = None  # optional: searchable blocks per stage, for figures
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this space: ``type(space)(**space.options())`` is the same space.

@@ -135,6 +135,24 @@ def _check_space_attributes(space: Space, who: str) -> None:
         raise NasEngineError(
             f"{who}: baseline_name {baseline!r} is not in named; add it to named or set baseline_name = None"
         )
+    names = getattr(space, "choice_names", None)
+    if names is not None and (
+        not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names) or len(names) < max(choices)
+    ):
+        raise NasEngineError(
+            f"{who}: choice_names must name every choice index (at least {max(choices)} strings), not {names!r}; "
+            "or leave it None"
+        )
+    repeats = getattr(space, "repeats", None)
+    if repeats is not None and (
+        not isinstance(repeats, (tuple, list))
+        or not all(_is_int(r) and r >= 1 for r in repeats)
+        or sum(repeats) != len(choices)
+    ):
+        raise NasEngineError(
+            f"{who}: repeats must be the searchable blocks of each stage, summing to the {len(choices)} positions "
+            f"of choices, not {repeats!r}; or leave it None"
+        )
 
 
 def check_space_attributes(space: Space) -> None:

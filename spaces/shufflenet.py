@@ -219,6 +219,9 @@ class ShuffleNetSpace(Space):
     """Shared code of the two ShuffleNetV2 spaces; subclasses set the depth and widths."""
 
     repeats: ClassVar[tuple[int, int, int, int]]
+    """Blocks per stage; a stage opens with a stride-2 block (the report's architecture figure draws them)."""
+    choice_names: ClassVar[tuple[str, ...]] = ("3×3", "5×5", "7×7", "Xception")
+    """Each choice's name, in ``KERNELS`` order (figures and tables)."""
     baseline_name: ClassVar[str]
     """The all-3×3 ShuffleNetV2 baseline in ``named`` (the engine retrains it beside the winner)."""
 

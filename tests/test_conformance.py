@@ -304,8 +304,10 @@ def test_a_broken_space_gets_one_line_naming_it(space, detection, message):
         ({"named": {"odd": (0, 2, 0, 0)}}, "named architecture 'odd' = (0, 2, 0, 0) does not fit choices (2, 2, 2, 2)"),
         ({"named": [(0, 0, 0, 0)]}, "named must be a dict of architectures by name, not a list"),
         ({"baseline_name": "gone"}, "baseline_name 'gone' is not in named"),
+        ({"choice_names": ("3x3",)}, "choice_names must name every choice index (at least 2 strings)"),
+        ({"repeats": (2, 1)}, "repeats must be the searchable blocks of each stage, summing to the 4 positions"),
     ],
-    ids=["list-choices", "zero-choices", "no-maps", "bad-named", "named-list", "baseline"],
+    ids=["list-choices", "zero-choices", "no-maps", "bad-named", "named-list", "baseline", "choice-names", "repeats"],
 )
 def test_bad_space_attributes_are_one_line_errors(change, message):
     space = GoodSpace()
