@@ -11,7 +11,8 @@ Every file of every finished faulted run is then compared with the reference:
 
 - checkpoints (``*.pt``): byte for byte (they carry their SHA-256), else tensor by tensor to say which differs;
 - JSON and JSON-lines files: equal after dropping wall-clock fields (``seconds``, ``images_per_s``, ...);
-- everything else (plots, ``config.toml``): byte for byte. The lock file is skipped (it holds a pid).
+- everything else (plots, ``config.toml``): byte for byte. The lock file is skipped (it holds a pid), and so
+  is ``tb/``: TensorBoard's event files hold wall times, in files named after the second and pid they began.
 
 A temporary file of a killed write must not survive either. Prints one table and exits 1 on any difference.
 """
@@ -33,6 +34,9 @@ import numpy as np
 
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
 SKIPPED = {".lock"}
+# TensorBoard's event files record wall times and are named after their host, pid and start time, so no two
+# runs write the same bytes; a resumed phase's steps are kept unique by purge_step instead (tests/test_tensorboard.py)
+SKIPPED_FOLDERS = {"tb"}
 KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phases are interrupted again
 
 
@@ -123,7 +127,11 @@ def compare(reference: Path, faulted: Path) -> list[str]:
     """Every difference between the two run directories, as lines (none: identical)."""
 
     def files(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in SKIPPED}
+        return {
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and p.name not in SKIPPED and p.relative_to(root).parts[0] not in SKIPPED_FOLDERS
+        }
 
     ours, theirs = files(reference), files(faulted)
     problems = [f"only in the reference: {name}" for name in sorted(ours - theirs)]

@@ -33,6 +33,7 @@ from nasengine.interfaces import Supernet, Task
 from nasengine.run_layout import CHECKPOINT, LOG
 from nasengine.sampling import uniform_path
 from nasengine.seeds import ITERATION, derived_seed
+from nasengine.tensorboard import Board
 from nasengine.training import (
     Diverged,
     ResumableBatchSampler,
@@ -96,12 +97,14 @@ def distill(
     seed: int,
     description: str,
     workers: int = 0,
+    tensorboard: Path | None = None,
 ) -> dict[str, float]:
     """Train every choice of ``supernet`` (``choices`` options per position) to reproduce
     ``teacher_backbone`` position by position; ``model`` is the supernet inside the task's model.
 
     Adam at ``schedule.distill_lr`` with ``schedule``'s warm-up, then linear to zero over
-    ``iterations``. Writes ``checkpoint.pt`` and ``log.jsonl`` in ``out_dir``; returns the final figures.
+    ``iterations``. Writes ``checkpoint.pt`` and ``log.jsonl`` in ``out_dir`` (and the log's figures to
+    TensorBoard in the folder ``tensorboard`` if given); returns the final figures.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     teacher_model.eval()
@@ -113,7 +116,11 @@ def distill(
     sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, iterations)  # type: ignore[arg-type]
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers)
     model.train()
-    with console.progress(iterations, description) as bar, open(out_dir / LOG, "a") as log_file:
+    with (
+        console.progress(iterations, description) as bar,
+        open(out_dir / LOG, "a") as log_file,
+        Board(tensorboard, first_step=start + 1) as board,
+    ):
         bar.update(start)
         batches = iter(loader)
         for iteration in range(start, iterations):
@@ -159,9 +166,11 @@ def distill(
                     )
                     + "\n"
                 )
+                board.scalars(iteration + 1, distill_loss=value, lr=lr, images_per_s=images_per_s)
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < iterations:
                 log_file.flush()
+                board.flush()
                 save_training_state(model, optimizer, done, checkpoint_path, figures)
                 saved_at = done
     if start < iterations:

@@ -133,6 +133,8 @@ class Run:
         The phase's own checkpoints that pass their checksum are kept — training resumes from them and,
         being deterministic, ends exactly where it would have — while corrupt ones are deleted; the phases
         that depend on it (``REDO_DEPENDENTS``) are deleted whole. The search is redone from scratch.
+        TensorBoard's folders (``tb/``) of whatever is trained or searched again are deleted with it, so
+        TensorBoard never shows a phase twice.
         """
         if phase not in PHASES:
             raise NasEngineError(f"unknown phase {phase!r} for --redo; phases: {', '.join(PHASES)}")
@@ -140,16 +142,25 @@ class Run:
             removed = []
             if phase == "search":
                 removed += _remove(self.dir, ["search"])
+                removed += self._remove_boards(["search"])
             else:
                 kept, deleted = _clear_phase(self.layout.folder(phase))
+                for name in deleted:
+                    if Path(name).name == CHECKPOINT:  # that training restarts from its first iteration
+                        _remove_events(self.layout.tensorboard / Path(name).parent)
                 console.log(
                     f"redo {phase}: kept {kept} verified checkpoint(s), deleted {len(deleted)} result or corrupt "
                     f"file(s){': ' + ', '.join(deleted) if deleted else ''}"
                 )
             removed += _remove(self.dir, REDO_DEPENDENTS[phase])
+            removed += self._remove_boards(REDO_DEPENDENTS[phase])
             if removed:
                 console.log(f"redo {phase}: removed what depends on it: {', '.join(removed)}")
         distributed.barrier()
+
+    def _remove_boards(self, patterns: Sequence[str]) -> list[str]:
+        board = self.layout.tensorboard
+        return [f"{board.name}/{name}" for name in _remove(board, patterns)]
 
     # plugins -------------------------------------------------------------------------------------
     @cached_property
@@ -230,6 +241,7 @@ class Run:
             paths=self._path_sampler(schedule, salt) if supernet is not None else None,
             activate=supernet.activate if supernet is not None else None,
             workers=self.config.data_workers,
+            tensorboard=self.layout.tensorboard_of(phase_dir),
         )
 
     def _path_sampler(self, schedule, salt: int):
@@ -319,6 +331,7 @@ class Run:
                 seed=derived_seed(self.config.seed, seeds.DISTILL),
                 description=f"distill supernet from {self.space.baseline_name}",
                 workers=self.config.data_workers,
+                tensorboard=self.layout.tensorboard_of(phase_dir / "distill"),
             )
         except Diverged as error:
             raise self._diverged(error, phase_dir / "distill", "pretrain_schedule.distill_lr") from None
@@ -378,7 +391,16 @@ class Run:
         model.load_state_dict(self._checkpoint(source)["model"])
         started = time.perf_counter()
         with distributed.local_batchnorm(model):
-            best = run_search(self.space, self.search_task, supernet, model, settings, phase_dir, seed=self.config.seed)
+            best = run_search(
+                self.space,
+                self.search_task,
+                supernet,
+                model,
+                settings,
+                phase_dir,
+                seed=self.config.seed,
+                tensorboard=self.layout.tensorboard_of(phase_dir),
+            )
         info = {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)}
         if strategy is not None:
             info.update(strategy=settings.strategy, strategy_options=settings.strategy_options)
@@ -479,6 +501,10 @@ class Run:
             and distributed.is_main()
         ):
             shutil.copytree(teacher_dir, pretrain_dir)
+            teacher_board, board = self.layout.tensorboard_of(teacher_dir), self.layout.tensorboard_of(pretrain_dir)
+            if teacher_board.is_dir():
+                shutil.rmtree(board, ignore_errors=True)
+                shutil.copytree(teacher_board, board)
             info = read_json(teacher_dir / DONE)
             write_json(
                 {**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
@@ -533,6 +559,12 @@ def _remove(directory: Path, patterns: Sequence[str]) -> list[str]:
                 shutil.rmtree(path)
                 removed.append(path.name + "/")
     return removed
+
+
+def _remove_events(folder: Path) -> None:
+    """Delete the TensorBoard event files of ``folder`` itself (its sub-folders are other phases)."""
+    for path in folder.glob("events.out.tfevents.*"):
+        path.unlink()
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

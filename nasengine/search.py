@@ -35,6 +35,7 @@ from nasengine.flops import cost_of, flops_range
 from nasengine.history import History
 from nasengine.interfaces import Arch, Space, Supernet, Task
 from nasengine.run_layout import BEST, HISTORY
+from nasengine.tensorboard import Board
 
 
 def known_flops_range(space: Space, image_size: int) -> tuple[int, int] | None:
@@ -181,8 +182,11 @@ def run_search(
     out_dir: Path,
     *,
     seed: int,
+    tensorboard: Path | None = None,
 ) -> dict[str, Any]:
-    """Search until the strategy is finished; writes ``history.jsonl`` and ``best.json`` in ``out_dir``."""
+    """Search until the strategy is finished; writes ``history.jsonl`` and ``best.json`` in ``out_dir``, and
+    each candidate's score, FLOPs and the best score so far to TensorBoard in the folder ``tensorboard`` if given
+    (step: the candidate's line in the history)."""
     constraint = flops_constraint(space, search)
     strategy = registry.create(
         "strategy", search.strategy, choices=space.choices, constraint=constraint, seed=seed, **search.strategy_options
@@ -194,7 +198,10 @@ def run_search(
     asked: list[Arch] = []
     limits = f"the FLOPs constraint [{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
     generation = 0
-    with console.progress(strategy.budget or 0, f"search ({search.strategy})", log_every=1) as bar:
+    with (
+        console.progress(strategy.budget or 0, f"search ({search.strategy})", log_every=1) as bar,
+        Board(tensorboard, first_step=len(history) + 1) as board,
+    ):
         while not strategy.finished:
             try:
                 candidates = strategy.ask()
@@ -216,6 +223,7 @@ def run_search(
                         "generation": generation,
                     }
                     if distributed.is_main():
+                        _to_board(board, len(history) + 1, record, history.best())
                         history.append(record)
                     else:
                         history.records[arch] = record
@@ -248,6 +256,14 @@ def run_search(
     if distributed.is_main():
         write_json(summary, out_dir / BEST)
     return summary
+
+
+def _to_board(board: Board, step: int, record: dict[str, Any], best_before: dict[str, Any] | None) -> None:
+    """A candidate's score, FLOPs and the best score so far, on disk before its history line is: a resumed
+    search starts its steps after the history's last line and so misses none."""
+    best = record if best_before is None or record["score"] > best_before["score"] else best_before
+    board.scalars(step, score=record["score"], flops=record["flops"], best_score=best["score"])
+    board.flush()
 
 
 def _evaluate_chunk(chunk: list[Arch], evaluator: CandidateEvaluator) -> list[tuple[Arch, dict[str, Any]]]:

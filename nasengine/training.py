@@ -29,6 +29,7 @@ from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Task
 from nasengine.run_layout import CHECKPOINT, LOG
 from nasengine.seeds import ITERATION, derived_seed
+from nasengine.tensorboard import Board
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -157,6 +158,7 @@ def train(
     paths: Callable[[int], Sequence[Arch]] | None = None,
     activate: Callable[[Arch], None] | None = None,
     workers: int = 0,
+    tensorboard: Path | None = None,
 ) -> dict[str, float]:
     """Train ``model`` with ``task.loss`` for ``schedule.iterations``; resume from ``out_dir`` if possible.
 
@@ -164,8 +166,9 @@ def train(
     its forward pass; the losses of several paths are averaged in one graph, so one backward pass (and
     one DDP gradient reduction) covers them all.
     Writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and ``log.jsonl`` (one line per
-    logged iteration); returns the final training figures. With ``workers`` > 0 the data is loaded in
-    worker processes (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
+    logged iteration), and the same figures to TensorBoard in the folder ``tensorboard`` if given;
+    returns the final training figures. With ``workers`` > 0 the data is loaded in worker processes
+    (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     base_lr = (
@@ -185,7 +188,11 @@ def train(
     )
     model.train()
     smoothed = figures.get("loss", math.nan)  # the smoothed loss continues across a resume
-    with console.progress(schedule.iterations, description) as bar, open(out_dir / LOG, "a") as log_file:
+    with (
+        console.progress(schedule.iterations, description) as bar,
+        open(out_dir / LOG, "a") as log_file,
+        Board(tensorboard, first_step=start + 1) as board,
+    ):
         bar.update(start)
         batches = iter(loader)
         for iteration in range(start, schedule.iterations):
@@ -227,9 +234,11 @@ def train(
                     json.dumps({"iteration": iteration + 1, "loss": value, "lr": lr, "images_per_s": images_per_s})
                     + "\n"
                 )
+                board.scalars(iteration + 1, loss=value, lr=lr, images_per_s=images_per_s)
             done = iteration + 1
             if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
                 log_file.flush()
+                board.flush()
                 save_training_state(model, optimizer, done, checkpoint_path, figures)
                 saved_at = done
     if start < schedule.iterations:
