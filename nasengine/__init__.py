@@ -5,10 +5,12 @@ every space, task and strategy — the built-in ones included — is found throu
 :mod:`nasengine.registry`. Plugin authors check their plugins against those interfaces with
 :mod:`nasengine.testing` (``check_space``, ``check_task``, ``check_strategy``; imported on demand).
 A strategy that proposes a batch at a time builds on :class:`BatchStrategy` and checks its options with
-:func:`check_int` and :func:`check_probability` (:mod:`nasengine.strategy_base`).
+:func:`check_int` and :func:`check_probability` (:mod:`nasengine.strategy_base`). :func:`backbone` gives a named
+or found architecture as a backbone for torchvision's detectors (:mod:`nasengine.hub`).
 """
 
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
+from nasengine.hub import backbone
 from nasengine.interfaces import Arch, Space, Strategy, Supernet, Task
 from nasengine.strategy_base import BatchStrategy, check_int, check_probability
 
@@ -21,6 +23,7 @@ __all__ = [
     "Strategy",
     "Supernet",
     "Task",
+    "backbone",
     "check_int",
     "check_probability",
 ]

@@ -508,6 +508,30 @@ def rank_check(run_dir: str, count: int, schedule_scale: float, quiet: bool) -> 
     run_rank_check(run_dir, count, schedule_scale)
 
 
+@cli.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option(
+    "--compare",
+    "compare_dir",
+    default=None,
+    type=click.Path(),
+    help="Another run whose found architecture to draw beside this one's (e.g. searched on classification).",
+)
+@click.option(
+    "--random-baseline",
+    "baseline_dir",
+    default=None,
+    type=click.Path(),
+    help="A 'nasengine random-baseline' folder: plot its models against this run's searched network.",
+)
+def report(run_dir: str, compare_dir: str | None, baseline_dir: str | None) -> None:
+    """The run's report and the paper's figures in RUN_DIR/report/ (summary.md embeds them)."""
+    from nasengine.report import report_run
+
+    summary = report_run(run_dir, compare_dir, baseline_dir)
+    print_(f"report: {summary} (figures beside it in {summary.parent})", soft_wrap=True)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--top", default=10, show_default=True, help="How many of the best candidates to list.")
@@ -557,6 +581,45 @@ def show(run_dir: str, top: int) -> None:
 
         check = summary["rank_check"]
         print_(f"rank check (schedules x{check['schedule_scale']:g}): {describe(check)}")
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--entry", default=None, help="The retrained network: a folder of RUN_DIR/retrain/ [default: best].")
+@click.option("--arch", default=None, help="Export the retrained network of this architecture instead of --entry.")
+@click.option(
+    "--format",
+    "formats",
+    default="torchscript,onnx,safetensors",
+    show_default=True,
+    help="Comma-separated: torchscript, onnx, safetensors.",
+)
+@click.option(
+    "--what",
+    type=click.Choice(["backbone", "detector"]),
+    default="backbone",
+    show_default=True,
+    help="The backbone alone (feature maps c2..c5) or the whole detector.",
+)
+@click.option("--out", "out_dir", default=None, help="Folder for the files [default: RUN_DIR/export/<entry>-<what>/].")
+@click.option(
+    "--image-size",
+    default=224,
+    show_default=True,
+    type=click.IntRange(min=32),
+    help="Side of the example image the exports are traced and checked on.",
+)
+def export_command(
+    run_dir: str, entry: str | None, arch: str | None, formats: str, what: str, out_dir: str | None, image_size: int
+) -> None:
+    """The retrained network of RUN_DIR as TorchScript, ONNX and safetensors, with a JSON describing it."""
+    from nasengine.export import export
+
+    info = export(run_dir, entry=entry, arch=arch, formats=formats, what=what, out=out_dir, image_size=image_size)
+    for fmt, file in info["files"].items():
+        checked = f", max |diff| vs PyTorch {file['max_abs_diff']:.2g}" if file.get("max_abs_diff") is not None else ""
+        opset = f", opset {file['opset']}" if "opset" in file else ""
+        print_(f"{fmt}: {file['file']} ({file['bytes'] / 1e6:.2f} MB{opset}{checked})")
 
 
 def main() -> None:

@@ -12,7 +12,8 @@
       retrain/    <entry>/{pretrain,finetune}/ <entry>/test.json summary.json done.json
       rank_check/ <arch>-s<scale>/    standalone networks of `nasengine rank-check`
       report/     summary.json summary.md *.png rank_check.json
-      tb/         TensorBoard event files, one folder per phase
+      export/     <entry>-<backbone|detector>/  `nasengine export`: .torchscript.pt .onnx .safetensors .json
+      tb/         TensorBoard event files: the phase folders' paths (tb/pretrain, tb/retrain/best/finetune, ...)
 
 A phase is finished when its ``done.json`` exists and so does its product (``PRODUCTS``); ``--redo PHASE``
 deletes the phase's results (``RESULT_FILES``) and the folders computed from it (``REDO_DEPENDENTS``).
@@ -36,12 +37,12 @@ SUMMARY = "summary.json"
 PRODUCTS = {"pretrain": SUPERNET, "finetune": SUPERNET, "search": BEST, "retrain": SUMMARY}
 RESULT_FILES = (DONE, TEST, SUMMARY, BEST, SUPERNET)
 # What ``--redo PHASE`` deletes besides the phase itself: everything computed from its results (the report
-# and TensorBoard's view of the phase are written again; rank checks and comparison searches must be rerun).
+# is written again; rank checks and comparison searches must be rerun), with the same folders under tb/.
 REDO_DEPENDENTS = {
-    "pretrain": ("finetune", "search", "search-*", "retrain", "rank_check", "report"),
-    "finetune": ("search", "search-*", "retrain", "rank_check", "report"),
-    "search": ("retrain", "rank_check", "report"),
-    "retrain": ("report",),
+    "pretrain": ("finetune", "search", "search-*", "retrain", "rank_check", "report", "export"),
+    "finetune": ("search", "search-*", "retrain", "rank_check", "report", "export"),
+    "search": ("retrain", "rank_check", "report", "export"),
+    "retrain": ("report", "export"),
 }
 
 
@@ -92,6 +93,14 @@ class RunLayout:
         """A retrained network's folder (``best``, the baseline's name, ...)."""
         return self.root / "retrain" / label
 
+    def retrained_checkpoint(self, label: str) -> Path:
+        """The fine-tuned detector of a retrained network: ``{"model": state_dict, ...}``."""
+        return self.root / "retrain" / label / "finetune" / CHECKPOINT
+
+    def export(self, label: str, what: str) -> Path:
+        """Where ``nasengine export`` writes the ``backbone`` or ``detector`` of a retrained network."""
+        return self.root / "export" / f"{label}-{what}"
+
     def retrain_tests(self) -> dict[str, Path]:
         """``{entry: test.json}`` of every retrained network that has been tested, in name order."""
         folder = self.root / "retrain"
@@ -107,3 +116,7 @@ class RunLayout:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tb"
+
+    def tensorboard_of(self, folder: Path) -> Path:
+        """The TensorBoard folder of a phase folder of this run: ``tb/pretrain``, ``tb/retrain/best/finetune``, ..."""
+        return self.tensorboard / Path(folder).resolve().relative_to(self.root.resolve())

@@ -53,9 +53,9 @@ class FeaturePyramid(nn.Module):
         self.fpn = FeaturePyramidNetwork([in_channels[i] for i in self.levels], out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
 
-    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.body(images)
-        return self.fpn(OrderedDict((str(n), features[i]) for n, i in enumerate(self.levels)))
+        return self.fpn(OrderedDict([(str(n), features[i]) for n, i in enumerate(self.levels)]))
 
 
 def _check(out_channels: Sequence[int], anchor_sizes: Sequence[int]) -> None:
