@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from nasengine import console as out
-from nasengine import defaults, registry
+from nasengine import defaults, distributed, registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
 from nasengine.errors import NasEngineError
 from nasengine.options import parse_pairs
@@ -357,6 +357,9 @@ def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **
         run_.redo(redo)
     out.log(f"run directory: {run_.dir}")
     run_.run_all(parsed)
+    if distributed.is_main():
+        board = f"tensorboard --logdir {run_.dir.parent}"
+        print_(f"report: {run_.layout.report / 'summary.md'} (figures beside it; TensorBoard: {board})", soft_wrap=True)
 
 
 def _phase_command(phase: str, help_text: str):
@@ -616,6 +619,7 @@ def export_command(
     from nasengine.export import export
 
     info = export(run_dir, entry=entry, arch=arch, formats=formats, what=what, out=out_dir, image_size=image_size)
+    print_(f"exported {info['entry']} ({info['what']}) to {info['folder']}:")
     for fmt, file in info["files"].items():
         checked = f", max |diff| vs PyTorch {file['max_abs_diff']:.2g}" if file.get("max_abs_diff") is not None else ""
         opset = f", opset {file['opset']}" if "opset" in file else ""

@@ -103,7 +103,7 @@ def export(
     example = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     if what == "backbone":
         example = _normalise(retrained.detector, example)
-    info = describe(retrained, what, example)
+    info = {**describe(retrained, what, example), "folder": str(folder)}
     writers: dict[str, Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]]] = {
         "torchscript": _torchscript,
         "onnx": _onnx_backbone if what == "backbone" else _onnx_detector,
@@ -112,6 +112,7 @@ def export(
     failed: dict[str, str] = {}
     for fmt in formats:
         path = folder / f"{what}{SUFFIXES[fmt]}"
+        partial = folder / f".partial-{path.name}"  # written and checked here, then moved into place
         started = time.perf_counter()
         try:
             with warnings.catch_warnings(), torch.no_grad():
@@ -119,20 +120,24 @@ def export(
                 # pinned torch; the warnings would only bury the result
                 warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                details = writers[fmt](model, example, path)
+                details = writers[fmt](model, example, partial)
         except NasEngineError:
+            partial.unlink(missing_ok=True)
             raise
         except Exception as exc:  # a plugin's model may not be scriptable or exportable: say so, keep the others
             failed[fmt] = f"{type(exc).__name__}: {_first_line(exc)}"
-            path.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # an older export of this format would not match the JSON
             continue
+        partial.chmod(0o644)  # some writers create private files; an export is meant to be shared
+        partial.replace(path)
         info["files"][fmt] = {
             "file": path.name,
             "bytes": path.stat().st_size,
             "seconds": round(time.perf_counter() - started, 2),
             **details,
         }
-        console.log(f"export: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        console.log(f"export: {fmt} written and checked ({info['files'][fmt]['seconds']:.1f} s)")
     write_json(info, folder / f"{what}.json")
     if failed:
         worked = ", ".join(info["files"]) or "none"

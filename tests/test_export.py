@@ -106,6 +106,10 @@ def test_backbone_json_describes_network_files_and_opset(retrained_run, backbone
     assert onnx["max_abs_diff"] < 1e-4 and info["files"]["torchscript"]["max_abs_diff"] < 1e-5
     for file in info["files"].values():
         assert (folder / file["file"]).stat().st_size == file["bytes"] > 1e6
+        assert (folder / file["file"]).stat().st_mode & 0o044 == 0o044  # readable by others: meant to be shared
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*(f["file"] for f in info["files"].values()), "backbone.json"]
+    )
 
 
 def test_detector_exports_in_every_format(retrained_run, tmp_path):
