@@ -251,7 +251,7 @@ def plot_random_models(
     line per reference network (label → a ``test.json``: the searched one, the baseline)."""
     plt = pyplot()
     references = references or {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     x = [mflops(r["flops"]) for r in results]
     y = [r["test"]["score"] for r in results]
     ax.scatter(x, y, s=24, color="C0", alpha=0.8, label=f"random architecture ({len(y)})")
@@ -270,5 +270,6 @@ def plot_random_models(
     ax.set_title(f"Random architectures vs the searched one: test {name}")
     ax.set_xlabel("backbone FLOPs (M multiply-adds)")
     ax.set_ylabel(f"test {name} (trained standalone)")
-    ax.legend(loc="best", fontsize=8)
+    # beside the axes: the reference lines span the plot, so a legend inside covers some point
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     return save_figure(fig, path)
