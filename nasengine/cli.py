@@ -502,13 +502,20 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
     type=click.FloatRange(0, 1, min_open=True),
     help="Fraction of the run's pre-training and fine-tuning iterations to train each candidate for.",
 )
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also check the space's baseline (scored on the supernet as the search would, trained alone the same way).",
+)
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-def rank_check(run_dir: str, count: int, schedule_scale: float, quiet: bool) -> None:
-    """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates."""
+def rank_check(run_dir: str, count: int, schedule_scale: float, baseline: bool, quiet: bool) -> None:
+    """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates
+    (and the space's baseline)."""
     from nasengine.rank_check import run_rank_check
 
     out.set_quiet(quiet)
-    run_rank_check(run_dir, count, schedule_scale)
+    run_rank_check(run_dir, count, schedule_scale, with_baseline=baseline)
 
 
 @cli.command("report")

@@ -34,7 +34,7 @@ from nasengine.config import RunConfig, scale_schedule
 from nasengine.distill import distill, inherit_shared, supports_distillation
 from nasengine.errors import NasEngineError
 from nasengine.flops import cost_of
-from nasengine.interfaces import Arch, Space, Task
+from nasengine.interfaces import Arch, Space, Supernet, Task
 from nasengine.preflight import check_run
 from nasengine.report import write_report
 from nasengine.run_layout import (
@@ -50,7 +50,7 @@ from nasengine.run_layout import (
 )
 from nasengine.run_lock import RunLock
 from nasengine.sampling import paths_for
-from nasengine.search import run_search
+from nasengine.search import CandidateEvaluator, run_search
 from nasengine.seeds import arch_salt, derived_seed
 from nasengine.training import Diverged, train
 
@@ -385,10 +385,7 @@ class Run:
         phase_dir = self.layout.folder(folder)
         if self.done(folder):
             return read_json(self.layout.best(folder))
-        source = "pretrain" if self.config.search.on == "classification" else "finetune"
-        supernet = self.space.build_supernet()
-        model = self._model(self.search_task, supernet)
-        model.load_state_dict(self._checkpoint(source)["model"])
+        supernet, model = self.trained_search_model()
         started = time.perf_counter()
         with distributed.local_batchnorm(model):
             best = run_search(
@@ -408,6 +405,26 @@ class Run:
         label = "search" if strategy is None else folder
         console.log(f"{label}: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
         return best
+
+    def trained_search_model(self) -> tuple[Supernet, nn.Module]:
+        """The trained supernet the search scores candidates on (the fine-tuned one; the pre-trained one for
+        ``search.on = "classification"``) and the search task's model around it."""
+        source = "pretrain" if self.config.search.on == "classification" else "finetune"
+        supernet = self.space.build_supernet()
+        model = self._model(self.search_task, supernet)
+        model.load_state_dict(self._checkpoint(source)["model"])
+        return supernet, model
+
+    def score_on_supernet(self, arch: Arch) -> dict[str, Any]:
+        """``arch`` scored exactly as the search scores a candidate: on the trained supernet, BatchNorm
+        recalibrated on the calib split with the run's seed, scored on the search split."""
+        supernet, model = self.trained_search_model()
+        settings = self.config.search
+        with distributed.local_batchnorm(model):
+            evaluator = CandidateEvaluator.for_task(
+                supernet, model, self.search_task, batch_size=settings.batch_size, seed=self.config.seed
+            )
+            return evaluator.evaluate(arch)
 
     def retrain(self, arch: Arch | None = None) -> dict[str, Any]:
         """Step 4: the winner (and the all-3×3 baseline) trained alone the same way, then tested."""

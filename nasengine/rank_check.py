@@ -7,8 +7,14 @@ among them), trains each standalone with the run's schedules (or a ``schedule_sc
 iterations), tests it on the test split, and measures the rank agreement of the two scores with Kendall's
 tau and Spearman's rho.
 
-Each network trains in ``RUN_DIR/rank_check/<arch>-s<scale>/`` (resumable, trained once); the result is
-``RUN_DIR/report/rank_check.json`` and ``RUN_DIR/report/rank_check.png``.
+The space's baseline (its ``baseline_name``, the network the winner is retrained beside) joins the check
+unless ``with_baseline`` is off: scored on the supernet exactly as the search scores a candidate when the
+search did not meet it, and trained alone the same way (its retraining is reused at full schedules). So
+the check also says whether the supernet sees the baseline where standalone training puts it.
+
+Each network trains in ``RUN_DIR/rank_check/<arch>-s<scale>/`` (resumable, trained once; the baseline's
+supernet score is kept there as ``supernet_score.json``); the result is ``RUN_DIR/report/rank_check.json``
+and ``RUN_DIR/report/rank_check.png``.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ from rich.table import Table
 
 from nasengine import console, distributed
 from nasengine.arch import compact_arch, format_arch
-from nasengine.checkpoint import write_json
+from nasengine.checkpoint import read_json, write_json
 from nasengine.config import check_schedule_scale
 from nasengine.errors import NasEngineError
 from nasengine.history import read_history
-from nasengine.run_layout import RunLayout
+from nasengine.run_layout import TEST, RunLayout
 
 DEFAULT_COUNT = 8
 
@@ -137,8 +143,11 @@ def candidate_dir(run_dir: Path, arch: Sequence[int], schedule_scale: float) -> 
     return RunLayout(run_dir).rank_check(f"{compact_arch(arch)}-s{schedule_scale:g}")
 
 
-def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_scale: float = 1.0) -> dict[str, Any]:
-    """Train ``count`` candidates of a finished search standalone, compare the rankings, write the report."""
+def run_rank_check(
+    run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_scale: float = 1.0, with_baseline: bool = True
+) -> dict[str, Any]:
+    """Train ``count`` candidates of a finished search (and the space's baseline, with ``with_baseline``)
+    standalone, compare the rankings, write the report."""
     from nasengine.engine import Run
 
     schedule_scale = check_schedule_scale(schedule_scale)
@@ -147,18 +156,24 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
         raise NasEngineError(f"{run.dir} has no finished search; run 'nasengine search {run.dir}' first")
     run.check()
     run.claim()
-    candidates = select_candidates(read_history(run.layout.history()), count)
+    history = read_history(run.layout.history())
+    candidates = select_candidates(history, count)
+    baseline = _baseline_record(run, history, candidates, schedule_scale) if with_baseline else None
+    if baseline is not None:
+        candidates.append(baseline)
     entries = []
     for index, record in enumerate(candidates, 1):
         arch = tuple(int(c) for c in record["arch"])
-        console.log(f"rank-check {index}/{len(candidates)}: {format_arch(arch)}")
-        result = run.train_standalone(
-            arch,
-            candidate_dir(run.dir, arch, schedule_scale),
-            f"rank-check {index}/{len(candidates)}",
-            schedule_scale=schedule_scale,
+        label = f"rank-check {index}/{len(candidates)}" + (" (baseline)" if record is baseline else "")
+        console.log(f"{label}: {format_arch(arch)}")
+        reused = run.layout.retrain_entry(run.space.baseline_name or "") / TEST
+        if record is baseline and schedule_scale == 1.0 and reused.is_file():
+            result = read_json(reused)  # the baseline's retraining: the same network trained the same way
+        else:
+            result = run.train_standalone(arch, candidate_dir(run.dir, arch, schedule_scale), label, schedule_scale)
+        entries.append(
+            {**_entry(record, result), **({"baseline": run.space.baseline_name} if record is baseline else {})}
         )
-        entries.append(_entry(record, result))
     summary = _summary(entries, schedule_scale, run.config.search.on)
     if distributed.is_main():
         out = run.layout.report
@@ -166,6 +181,27 @@ def run_rank_check(run_dir: str | Path, count: int = DEFAULT_COUNT, schedule_sca
         plot_rank_check(summary, out / "rank_check.png")
         console.console.print(rank_check_table(run.dir, summary))
     return summary
+
+
+def _baseline_record(
+    run: Any, history: list[dict[str, Any]], chosen: list[dict[str, Any]], schedule_scale: float
+) -> dict[str, Any] | None:
+    """The space's baseline as a candidate record (None without one, or when it is already chosen): its
+    search record if the search met it, else scored on the supernet now (once; kept beside its network)."""
+    arch = run.space.named.get(run.space.baseline_name or "")
+    if arch is None or any(tuple(r["arch"]) == tuple(arch) for r in chosen):
+        return None
+    for record in history:
+        if tuple(record["arch"]) == tuple(arch):
+            return record
+    path = candidate_dir(run.dir, arch, schedule_scale) / "supernet_score.json"
+    if path.is_file():
+        return read_json(path)
+    console.log(f"rank-check: scoring the baseline {run.space.baseline_name} on the supernet, as the search would")
+    record = {"arch": list(arch), **run.score_on_supernet(tuple(arch))}
+    if distributed.is_main():
+        write_json(record, path)
+    return record
 
 
 def _entry(record: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +252,7 @@ def rank_check_table(run_dir: Path, summary: dict[str, Any]) -> Table:
         table.add_column(column, justify="right", no_wrap=True)
     for entry in summary["candidates"]:
         table.add_row(
-            compact_arch(entry["arch"]),
+            compact_arch(entry["arch"]) + (f" ({entry['baseline']})" if entry.get("baseline") else ""),
             f"{entry['flops'] / 1e6:.1f}",
             f"{entry['supernet_score']:.4g} ({entry['supernet_rank']})",
             f"{entry['standalone_score']:.4g} ({entry['standalone_rank']})",
@@ -241,6 +277,9 @@ def plot_rank_check(summary: dict[str, Any], path: Path) -> None:
     ax.scatter(x, y, s=24)
     for entry, xi, yi in zip(entries, x, y):
         ax.annotate(str(entry["supernet_rank"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if entry.get("baseline"):
+            ax.scatter([xi], [yi], s=120, marker="*", color="C2", zorder=3, label=f"baseline {entry['baseline']}")
+            ax.legend(fontsize=8, loc="best")
     if summary.get("degenerate") or _missing(summary.get("tau")):
         title = f"Kendall τ n/a (n={summary['n']}): {summary.get('message')}"
     else:

@@ -155,7 +155,7 @@ def _files(directory):
 
 def test_rank_check_trains_each_candidate_once_and_resumes(searched_run):
     out = searched_run
-    first = invoke("rank-check", out, "-n", 3, "--schedule-scale", 0.5, "--quiet").output
+    first = invoke("rank-check", out, "-n", 3, "--schedule-scale", 0.5, "--no-baseline", "--quiet").output
     result = json.loads((out / "report" / "rank_check.json").read_text())
     progress = [line for line in first.splitlines() if line.startswith("rank-check ")]
     assert progress == [f"rank-check {i}/3: {c['arch_text']}" for i, c in enumerate(result["candidates"], 1)]
@@ -177,7 +177,7 @@ def test_rank_check_trains_each_candidate_once_and_resumes(searched_run):
     assert result["degenerate"] == (result["tau"] is None) and (result["message"] is None) != result["degenerate"]
 
     files, text = _files(out / "rank_check"), (out / "report" / "rank_check.json").read_text()
-    again = invoke("rank-check", out, "-n", 3, "--schedule-scale", 0.5, "--quiet").output
+    again = invoke("rank-check", out, "-n", 3, "--schedule-scale", 0.5, "--no-baseline", "--quiet").output
     assert "pretrain rank-check" not in again and "finetune rank-check" not in again  # nothing trained
     assert _files(out / "rank_check") == files
     assert (out / "report" / "rank_check.json").read_text() == text
@@ -195,7 +195,7 @@ def test_redone_finetuning_after_done_pretraining_gives_the_same_network(searche
     before = load_checkpoint(folder / "finetune" / "checkpoint.pt")["model"]
     shutil.rmtree(folder / "finetune")
     (folder / "test.json").unlink()
-    output = invoke("rank-check", copy, "-n", 3, "--schedule-scale", 0.5, "--quiet").output
+    output = invoke("rank-check", copy, "-n", 3, "--schedule-scale", 0.5, "--no-baseline", "--quiet").output
     assert "finetune rank-check 3/3" in output and "pretrain rank-check" not in output
     after = load_checkpoint(folder / "finetune" / "checkpoint.pt")["model"]
     assert before.keys() == after.keys()
@@ -215,3 +215,42 @@ def test_run_without_finished_search_is_one_line_error(tmp_path):
 def test_bad_schedule_scale_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["rank-check", str(tmp_path), "--schedule-scale", "1.5"])
     assert result.exit_code == 2 and "--schedule-scale" in result.output
+
+
+@pytest.fixture(scope="module")
+def classification_search(tmp_path_factory):
+    """A smoke run searched on its classification supernet: scores (accuracy) differ between paths."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "cls"
+    run = Run.create(out, configuration.resolve(preset="smoke", overrides={"search": {"on": "classification"}}))
+    run.pretrain()
+    run.search()
+    return out
+
+
+def test_a_path_scored_on_the_supernet_gets_exactly_its_search_score(classification_search):
+    run = Run.open(classification_search)
+    history = read_history(run.layout.history())
+    assert len({r["score"] for r in history}) > 1  # a check that could fail: the scores differ
+    for record in history[:2]:
+        rescored = run.score_on_supernet(tuple(record["arch"]))
+        assert (rescored["score"], rescored["metrics"]) == (record["score"], record["metrics"])
+
+
+def test_the_baseline_joins_the_rank_check_scored_as_the_search_would(classification_search):
+    out = classification_search
+    invoke("rank-check", out, "-n", 2, "--schedule-scale", 0.5, "--quiet")
+    result = json.loads((out / "report" / "rank_check.json").read_text())
+    run = Run.open(out)
+    baseline = tuple(run.space.named[run.space.baseline_name])
+    assert result["n"] == 3 and [c.get("baseline") for c in result["candidates"]] == [None, None, "shufflenetv2-20"]
+    entry = result["candidates"][-1]
+    assert tuple(entry["arch"]) == baseline and baseline not in {
+        tuple(r["arch"]) for r in read_history(run.layout.history())
+    }
+    kept = candidate_dir(out, baseline, 0.5) / "supernet_score.json"
+    assert entry["supernet_score"] == json.loads(kept.read_text())["score"] == run.score_on_supernet(baseline)["score"]
+    assert (candidate_dir(out, baseline, 0.5) / "test.json").is_file()  # trained alone at the same scale
+    before = kept.stat().st_mtime_ns
+    again = invoke("rank-check", out, "-n", 2, "--schedule-scale", 0.5, "--quiet").output
+    assert "scoring the baseline" not in again and kept.stat().st_mtime_ns == before  # scored once
