@@ -246,18 +246,23 @@ def rank_check_table(run_dir: Path, summary: dict[str, Any]) -> Table:
     """Candidates with both scores and both ranks; the statistics in the caption."""
     title = f"rank check {run_dir} (schedules x{summary['schedule_scale']:g})"
     table = Table(title=title, title_justify="left", caption_justify="left")
-    widest = max((len(compact_arch(e["arch"])) for e in summary["candidates"]), default=9)
+    widest = max((len(compact_arch(e["arch"])) + 2 for e in summary["candidates"]), default=9)
     table.add_column("candidate", no_wrap=True, min_width=widest)
     for column in ("MFLOPs", "supernet (rank)", "standalone (rank)"):
         table.add_column(column, justify="right", no_wrap=True)
     for entry in summary["candidates"]:
         table.add_row(
-            compact_arch(entry["arch"]) + (f" ({entry['baseline']})" if entry.get("baseline") else ""),
+            compact_arch(entry["arch"]) + (" *" if entry.get("baseline") else ""),
             f"{entry['flops'] / 1e6:.1f}",
             f"{entry['supernet_score']:.4g} ({entry['supernet_rank']})",
             f"{entry['standalone_score']:.4g} ({entry['standalone_rank']})",
         )
-    table.caption = describe(summary) + "\n(supernet: search-split score; standalone: test-split score)"
+    baseline = next((e["baseline"] for e in summary["candidates"] if e.get("baseline")), None)
+    table.caption = (
+        describe(summary)
+        + "\n(supernet: search-split score; standalone: test-split score)"
+        + (f"\n* the space's baseline, {baseline}" if baseline else "")
+    )
     return table
 
 
