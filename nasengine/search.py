@@ -152,7 +152,7 @@ class CandidateEvaluator:
         """``arch``'s record: ``score``, every metric, and the seconds spent calibrating and scoring."""
         self.supernet.activate(arch)
         tick = time.perf_counter()
-        recalibrate_bn(self.model, self.task, self.calib_loader, seed=self.seed)
+        recalibrate_bn(self.model, self.task, self.calib_loader, seed=self.seed, stop_after=self.supernet)
         calibrated = time.perf_counter()
         metrics = self.task.evaluate(self.model, self.search_loader)
         done = time.perf_counter()

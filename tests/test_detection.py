@@ -206,3 +206,38 @@ def test_results_convert_boxes_and_labels_and_drop_background():
         category_ids=[3, 9],
     )
     assert results == [{"image_id": 7, "category_id": 9, "bbox": [1.0, 2.0, 10.0, 20.0], "score": pytest.approx(0.9)}]
+
+
+def _bn_statistics(model) -> list[torch.Tensor]:
+    from nasengine.bn_calibration import batch_norms
+
+    return [t.clone() for m in batch_norms(model) for t in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("name", ["coco-fpn", "voc-retinanet"])
+def test_recalibration_stopping_after_the_backbone_gives_the_full_passes_statistics(name, space):
+    from nasengine.bn_calibration import recalibrate_bn
+
+    torch.manual_seed(0)
+    task = make_task(name, calib_size=4)
+    supernet = space.build_supernet()
+    supernet.activate(random_arch(space, seed=3))
+    model = task.build_model(supernet, space.out_channels)
+    loader = task.loader("calib", train=False, batch_size=2)
+    heads_run = []
+    head = model.rpn if hasattr(model, "rpn") else model.head
+    head.register_forward_hook(lambda *_: heads_run.append(1))
+
+    assert recalibrate_bn(model, task, loader, seed=5) == 4
+    full = _bn_statistics(model)
+    assert len(heads_run) == 2  # the whole detector ran on both batches
+
+    assert recalibrate_bn(model, task, loader, seed=5, stop_after=supernet) == 4
+    assert len(heads_run) == 2  # the head was skipped
+    assert all(torch.equal(a, b) for a, b in zip(full, _bn_statistics(model)))
+    assert not supernet._forward_hooks and model.training  # nothing left behind
+
+    # a BN layer outside the backbone: the forward pass must reach it, so nothing is skipped
+    head.add_module("extra_norm", torch.nn.BatchNorm2d(1))
+    recalibrate_bn(model, task, loader, seed=5, stop_after=supernet)
+    assert len(heads_run) == 4
