@@ -20,10 +20,13 @@ measures, per seed where it applies:
 - **score spread** — standard deviation (sample) and range of all candidates' search scores.
 - **score noise** — the search's best candidate rescored in this process on the trained supernet
   (built and loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws``
-  (default 3) other calibration subsets: each is ``calib_size`` images drawn at random (numpy seed
-  ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the run's own ``calib`` split
-  comes from, disjoint from the ``search`` split the score is measured on. The noise is the standard
-  deviation (sample) of those scores; the cell gives it as a multiple of the spread. Why subsets and not
+  (default 3) other calibration subsets: each is ``calib_size`` images drawn at random *with
+  replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the
+  run's own ``calib`` split comes from, disjoint from the ``search`` split the score is measured on. With
+  replacement, so that a subset varies like a fresh sample of that size however much of the pool it
+  takes (drawn without replacement, 1024 of 1200 images would share 85% with each other and hide most
+  of the noise). The noise is the standard deviation (sample) of those scores; the cell gives it as a
+  multiple of the spread. Why subsets and not
   recalibration seeds: ``recalibrate_bn``'s seed only seeds the detector's anchor and RoI sampling, and
   every BatchNorm layer sits in the backbone, before any sampling (the box head uses GroupNorm), with no
   augmentation on the calib split — so the seed changes no statistic (checked: every BN running mean and
@@ -377,7 +380,7 @@ def rescore_best(run_dir: Path, draws: int) -> dict[str, Any]:
     """
     best = read_json(run_dir / "search" / "best.json")
     cache = run_dir / "report" / "fidelity_noise.json"
-    key = {"arch": list(best["arch"]), "draws": draws, "supernet": supernet_stamp(run_dir)}
+    key = {"arch": list(best["arch"]), "draws": draws, "supernet": supernet_stamp(run_dir), "replace": True}
     if cache.exists():
         try:
             cached = json.loads(cache.read_text())
@@ -413,15 +416,12 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
 
     run = Run.open(run_dir)
     task = run.search_task
-    source = "pretrain" if run.config.search.on == "classification" else "finetune"
-    supernet = run.space.build_supernet()
-    model = run._model(task, supernet)  # built as Run.search builds it
     try:
-        model.load_state_dict(run._checkpoint(source)["model"])
+        supernet, model = run.trained_search_model()  # the search's own
     except RuntimeError as exc:  # the space's or task's code (or defaults) changed since the run was made
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise Missing(
-            f"{run_dir / source / 'supernet.pt'} does not fit the model this code builds (space or task "
+            f"{run_dir}'s trained supernet does not fit the model this code builds (space or task "
             f"changed since the run?): {lines[1] if len(lines) > 1 else lines[0]}"[:400]
         ) from None
     batch_size = run.config.search.batch_size
@@ -441,8 +441,8 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
         other_seed = score(calib_loader, seed + 1)
         subsets = []
         for draw in range(draws):
-            order = np.random.default_rng([split_seed, 1, DRAW_SALT + draw]).permutation(len(pool))
-            indices = sorted(int(i) for i in order[:calib_size])
+            drawn = np.random.default_rng([split_seed, 1, DRAW_SALT + draw]).choice(len(pool), calib_size)
+            indices = sorted(int(i) for i in drawn)  # with replacement: see the module's docstring
             loader = DataLoader(Subset(pool, indices), batch_size=batch_size, shuffle=False, collate_fn=task.collate)
             subsets.append(score(loader, seed))
     return {

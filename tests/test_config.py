@@ -64,7 +64,7 @@ def test_options_by_name_from_file_and_set_reach_only_the_plugin_in_use(tmp_path
     )
     evolution = config.resolve("demo", path)
     assert evolution.search.strategy_options == {"population": 8, "top_k": 4, "generations": 3}
-    assert evolution.task_options == {"search_size": 300, "calib_size": 256}  # coco-fpn: voc-fpn's are not its
+    assert evolution.task_options == {"search_size": 300, "calib_size": 1024}  # coco-fpn: voc-fpn's are not its
     overrides = {
         "search": {"strategy": "random"},
         "task": "voc-fpn",
@@ -72,7 +72,7 @@ def test_options_by_name_from_file_and_set_reach_only_the_plugin_in_use(tmp_path
     }
     random_search = config.resolve("demo", path, overrides)
     assert random_search.search.strategy_options == {"population": 6, "generations": 2}
-    assert random_search.task_options == {"search_size": 50, "calib_size": 256}
+    assert random_search.task_options == {"search_size": 50, "calib_size": 1024}
     direct = config.resolve("demo", path, {"search": {"strategy_options": {"top_k": 2}}})
     assert direct.search.strategy_options["top_k"] == 2  # options given directly win over the per-name tables
     assert "options" not in direct.to_dict()  # config.toml keeps the resolved options of the plugins in use
