@@ -9,6 +9,7 @@ The table gives each entry's test score per variant, with the run's own retraini
 and the winner's margin over the baseline.
 
     python bench/retrain_variants.py runs/demo --variant x2 --variant lr0.08 --variant b4-lr0.02-x2
+    python bench/retrain_variants.py             # runs/fidelity/seed0 (bench/fidelity.py's), --variant x2
 
 A variant is ``x<scale>`` (iterations), ``lr<value>``, ``b<batch>`` or several joined by ``-``. Cost: a
 fine-tuning of each entry per variant, e.g. about 2 × 280 s at ``x2`` for the demo on 2 cores.
@@ -68,9 +69,18 @@ def retrain_variant(run: Run, entry: str, tag: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a run whose retrain phase is done")
-    parser.add_argument("--variant", action="append", required=True, help="x<scale>, lr<value>, b<batch>, joined by -")
+    parser.add_argument(
+        "run_dir",
+        type=Path,
+        nargs="?",
+        default=Path("runs/fidelity/seed0"),  # made by bench/fidelity.py, which `make bench` runs first
+        help="a run whose retrain phase is done",
+    )
+    parser.add_argument("--variant", action="append", help="x<scale>, lr<value>, b<batch>, joined by - (default x2)")
     args = parser.parse_args()
+    args.variant = args.variant or ["x2"]
+    if not (args.run_dir / "retrain" / SUMMARY).exists():
+        raise SystemExit(f"{args.run_dir}: no finished retrain phase (retrain/{SUMMARY}); run it first")
     run = Run.open(args.run_dir)
     summary = read_json(run.layout.retrain / SUMMARY)
     entries = list(summary)
