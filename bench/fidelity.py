@@ -2,7 +2,8 @@
 
 For each seed (``--seeds 0,1,2``) the preset's whole protocol runs into ``RUNS/seed<S>`` (``nasengine run
 --preset demo --seed S --out RUNS/seedS``, through the venv's ``nasengine`` command in a subprocess; a
-complete run directory is only read). On the check seed's run (``--check-seed``, default 0) it also runs
+complete run directory is only read). On each check seed's run (``--check-seeds``, default 0; ``all`` for
+every seed) it also runs
 ``nasengine rank-check RUN -n N --schedule-scale X`` and ``nasengine search RUN --strategy random
 --budget-like evolution`` (the run's own strategy), each unless its result is there already. Then it
 measures, per seed where it applies:
@@ -20,7 +21,7 @@ measures, per seed where it applies:
 - **score spread** — standard deviation (sample) and range of all candidates' search scores.
 - **score noise** — the search's best candidate rescored in this process on the trained supernet
   (built and loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws``
-  (default 3) other calibration subsets: each is ``calib_size`` images drawn at random *with
+  (default 8: the standard deviation of 3 draws is only known within a factor of about 2) other calibration subsets: each is ``calib_size`` images drawn at random *with
   replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the
   run's own ``calib`` split comes from, disjoint from the ``search`` split the score is measured on. With
   replacement, so that a subset varies like a fresh sample of that size however much of the pool it
@@ -34,7 +35,7 @@ measures, per seed where it applies:
   the best rescored with the run's own calib split and seed (must equal the search score: the rescoring
   is the search's), with seed+1, and the mean over the subsets (below the search score when the search
   picked its best partly for luck). Aim: noise <= 0.25 x spread.
-- **Kendall tau / Spearman rho** — from the check seed's ``report/rank_check.json``. Aim: tau >= 0.3.
+- **Kendall tau / Spearman rho** — from a check seed's ``report/rank_check.json``. Aim: tau >= 0.3.
 - **evolution vs random** — final mean of the top-k search scores of each search, and the candidates
   each needed to reach the other's final (``nasengine.search_compare.search_comparison``).
   Aim: evolution's top-k mean >= random's.
@@ -42,7 +43,7 @@ measures, per seed where it applies:
   baseline in 2 of every 3 seeds.
 
 A measure whose inputs are missing reads ``n/a`` with a numbered reason under the table; ``—`` means
-not measured for that seed (the rank check and random search run on the check seed only). "met"
+not measured for that seed (the rank check and random search run on the check seeds only). "met"
 counts the seeds meeting the aim. The numbers go to ``RUNS/fidelity.json``, the commands' output to
 ``RUNS/logs/``; the noise measure is cached in each run's ``report/fidelity_noise.json``.
 
@@ -50,6 +51,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/fidelity.py                        # demo preset, seeds 0,1,2, into runs/fidelity
     .venv/bin/python bench/fidelity.py --from-existing        # only read what is there; run nothing
+    .venv/bin/python bench/fidelity.py --check-seeds all      # rank check and random search on every seed
     .venv/bin/python bench/fidelity.py --runs /tmp/fid --seeds 0,1 --preset smoke --rank-n 3 --rank-scale 0.5
 
 Time on 2 CPU cores (demo preset): about 12-15 minutes per seed's run (so 40-45 for three), random search
@@ -541,11 +543,13 @@ def rank_check_current(run_dir: Path, rank_n: int, rank_scale: float) -> bool:
 
 
 # --- collecting and printing ----------------------------------------------------------------------
-def collect(runs: Path, seeds: Sequence[int], check_seed: int, args: argparse.Namespace) -> dict[str, dict[int, Cell]]:
+def collect(
+    runs: Path, seeds: Sequence[int], check_seeds: Sequence[int], args: argparse.Namespace
+) -> dict[str, dict[int, Cell]]:
     """Every measure of every seed."""
     rows: dict[str, dict[int, Cell]] = {key: {} for key in LABELS}
     for seed in seeds:
-        cells = seed_measures(runs / f"seed{seed}", seed == check_seed, args)
+        cells = seed_measures(runs / f"seed{seed}", seed in check_seeds, args)
         for key, cell in cells.items():
             rows[key][seed] = cell
     return rows
@@ -594,13 +598,14 @@ def met(key: str, cells: dict[int, Cell]) -> tuple[str, bool | None]:
 def table(
     rows: dict[str, dict[int, Cell]],
     seeds: Sequence[int],
-    check_seed: int,
+    check_seeds: Sequence[int],
     args: argparse.Namespace,
     failures: dict[int, list[str]],
 ) -> Table:
     title = escape(
-        f"fidelity of the {args.preset} preset: {len(seeds)} seed(s) in {args.runs}; checks on seed "
-        f"{check_seed} (rank check n={args.rank_n}, schedules x{args.rank_scale:g})"
+        f"fidelity of the {args.preset} preset: {len(seeds)} seed(s) in {args.runs}; checks on seed"
+        f"{'s' if len(check_seeds) > 1 else ''} {','.join(map(str, check_seeds))} (rank check n={args.rank_n}, "
+        f"schedules x{args.rank_scale:g})"
     )
     out = Table(title=title, title_justify="left", caption_justify="left")
     out.add_column("measure", no_wrap=True)
@@ -663,7 +668,7 @@ def write_results(
         "preset": args.preset,
         "runs": str(args.runs),
         "seeds": list(seeds),
-        "check_seed": args.check_seed,
+        "check_seeds": args.check_seeds,
         "rank_n": args.rank_n,
         "rank_scale": args.rank_scale,
         "noise_draws": args.noise_draws,
@@ -703,12 +708,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=parse_seeds, default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--preset", default="demo", help="the preset every seed runs")
     parser.add_argument(
-        "--check-seed", type=int, default=0, help="the seed whose run gets the rank check and random search"
+        "--check-seeds",
+        default="0",
+        help="comma-separated seeds (or 'all') whose runs get the rank check and the random search",
     )
     parser.add_argument("--rank-n", type=int, default=8, help="candidates the rank check trains standalone (>= 2)")
     parser.add_argument("--rank-scale", type=scale, default=1.0, help="the rank check's --schedule-scale")
     parser.add_argument(
-        "--noise-draws", type=int, default=3, help="other calib subsets the best candidate is rescored with"
+        "--noise-draws",
+        type=int,
+        default=8,
+        help="other calib subsets the best candidate is rescored with (with 3, a standard deviation is only "
+        "known within a factor of about 2)",
     )
     parser.add_argument("--no-noise", action="store_true", help="skip the noise measure (it loads the supernet)")
     parser.add_argument(
@@ -718,8 +729,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "measure is still computed, or read from its cache)",
     )
     args = parser.parse_args(argv)
-    if args.check_seed not in args.seeds:
-        parser.error(f"--check-seed {args.check_seed} is not one of --seeds {','.join(map(str, args.seeds))}")
+    if args.check_seeds == "all":
+        args.check_seeds = list(args.seeds)
+    else:
+        try:
+            args.check_seeds = parse_seeds(args.check_seeds)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc).replace("--seeds", "--check-seeds"))
+        strangers = [seed for seed in args.check_seeds if seed not in args.seeds]
+        if strangers:
+            parser.error(
+                f"--check-seeds {','.join(map(str, strangers))} not among --seeds {','.join(map(str, args.seeds))}"
+            )
     if args.rank_n < 2:
         parser.error(f"--rank-n must be at least 2, not {args.rank_n}")
     if args.noise_draws < 2:
@@ -734,15 +755,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     for seed in args.seeds:
         failure = ensure_run(args.runs, seed, args.preset, args.from_existing)
         failures[seed] = [failure] if failure else []
-    check_dir = args.runs / f"seed{args.check_seed}"
-    if not failures[args.check_seed] and (check_dir / "search" / "done.json").exists():
-        failures[args.check_seed] += ensure_checks(check_dir, args.rank_n, args.rank_scale, args.from_existing)
-    rows = collect(args.runs, args.seeds, args.check_seed, args)
+    for seed in args.check_seeds:
+        check_dir = args.runs / f"seed{seed}"
+        if not failures[seed] and (check_dir / "search" / "done.json").exists():
+            failures[seed] += ensure_checks(check_dir, args.rank_n, args.rank_scale, args.from_existing)
+    rows = collect(args.runs, args.seeds, args.check_seeds, args)
     seconds = time.perf_counter() - started
     console = Console()
     if not console.is_terminal:  # a file or a pipe: wide enough for one line per row
         console = Console(width=160)
-    console.print(table(rows, args.seeds, args.check_seed, args, failures))
+    console.print(table(rows, args.seeds, args.check_seeds, args, failures))
     write_results(args.runs / "fidelity.json", rows, args, args.seeds, failures, seconds)
     print(f"numbers: {args.runs / 'fidelity.json'}; bench wall time {seconds:.0f} s")
 
