@@ -21,8 +21,8 @@ measures, per seed where it applies:
 - **score spread** — standard deviation (sample) and range of all candidates' search scores.
 - **score noise** — the search's best candidate rescored in this process on the trained supernet
   (built and loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws``
-  (default 8: the standard deviation of 3 draws is only known within a factor of about 2) other calibration subsets: each is ``calib_size`` images drawn at random *with
-  replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the
+  (default 8: the standard deviation of 3 draws is only known within a factor of about 2) other
+  calibration subsets: each is ``calib_size`` images drawn at random *with replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the
   run's own ``calib`` split comes from, disjoint from the ``search`` split the score is measured on. With
   replacement, so that a subset varies like a fresh sample of that size however much of the pool it
   takes (drawn without replacement, 1024 of 1200 images would share 85% with each other and hide most
