@@ -19,22 +19,21 @@ measures, per seed where it applies:
   the number of candidates (a tie counts once: it is the number of candidates the search can tell
   apart). Aim: >= 90%.
 - **score spread** — standard deviation (sample) and range of all candidates' search scores.
-- **score noise** — the search's best candidate rescored in this process on the trained supernet
-  (built and loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws``
-  (default 8: the standard deviation of 3 draws is only known within a factor of about 2) other
-  calibration subsets: each is ``calib_size`` images drawn at random *with replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the run's ``train`` split — the pool the
-  run's own ``calib`` split comes from, disjoint from the ``search`` split the score is measured on. With
-  replacement, so that a subset varies like a fresh sample of that size however much of the pool it
-  takes (drawn without replacement, 1024 of 1200 images would share 85% with each other and hide most
-  of the noise). The noise is the standard deviation (sample) of those scores; the cell gives it as a
-  multiple of the spread. Why subsets and not
-  recalibration seeds: ``recalibrate_bn``'s seed only seeds the detector's anchor and RoI sampling, and
-  every BatchNorm layer sits in the backbone, before any sampling (the box head uses GroupNorm), with no
-  augmentation on the calib split — so the seed changes no statistic (checked: every BN running mean and
-  variance identical under seeds 0 and 1). The "best" row shows the rescoring: the search score, then
-  the best rescored with the run's own calib split and seed (must equal the search score: the rescoring
-  is the search's), with seed+1, and the mean over the subsets (below the search score when the search
-  picked its best partly for luck). Aim: noise <= 0.25 x spread.
+- **score noise** — the search's best candidate rescored in this process on the trained supernet (built and
+  loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws`` (default 8: the
+  standard deviation of 3 draws is only known within a factor of about 2) other calibration subsets: each is
+  ``calib_size`` images drawn at random *with replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the
+  run's ``train`` split — the pool the run's own ``calib`` split comes from, disjoint from the ``search``
+  split the score is measured on. With replacement, so that a subset varies like a fresh sample of that size
+  however much of the pool it takes (drawn without replacement, 1024 of 1200 images would share 85% with each
+  other and hide most of the noise). The noise is the standard deviation (sample) of those scores; the cell
+  gives it as a multiple of the spread. Why subsets and not recalibration seeds: ``recalibrate_bn``'s seed
+  only seeds the detector's anchor and RoI sampling, and every BatchNorm layer sits in the backbone, before
+  any sampling (the box head uses GroupNorm), with no augmentation on the calib split — so the seed changes no
+  statistic (checked: every BN running mean and variance identical under seeds 0 and 1). The "best" row shows
+  the rescoring: the search score, then the best rescored with the run's own calib split and seed (must equal
+  the search score: the rescoring is the search's), with seed+1, and the mean over the subsets (below the
+  search score when the search picked its best partly for luck). Aim: noise <= 0.25 x spread.
 - **Kendall tau / Spearman rho** — from a check seed's ``report/rank_check.json``. Aim: tau >= 0.3.
 - **evolution vs random** — final mean of the top-k search scores of each search, and the candidates
   each needed to reach the other's final (``nasengine.search_compare.search_comparison``).
