@@ -4,8 +4,9 @@
 test scores stay the truth; this rescores the same architectures on the run's trained supernet exactly as
 the search would (``CandidateEvaluator``: BN recalibrated on the calib split, scored on the search split)
 with the task's ``calib_size`` and/or ``search_size`` changed, and prints Kendall's tau and Spearman's rho
-against the standalone scores for the run's own supernet scores and for each setting. No training: about
-5 seconds per network and setting on 2 cores at the demo's sizes.
+against the standalone scores for the run's own supernet scores and for each setting — and, for scale, for
+a predictor with no supernet at all (fewer parameters ranked higher). No training: about 5 seconds per
+network and setting on 2 cores at the demo's sizes.
 
     python bench/rescore_rank_check.py runs/fidelity3/seed0 --calib-size 256 --calib-size 1024
     python bench/rescore_rank_check.py runs/fidelity3/seed0 --search-size 500
@@ -70,8 +71,13 @@ def main() -> None:
     )
     for column in ("setting", "Kendall tau (p)", "Spearman rho (p)"):
         table.add_column(column, justify="left" if column == "setting" else "right")
-    for label, options in settings:
-        scores = [c["supernet_score"] for c in candidates] if options is None else rescored(run, archs, options)
+    rows = [
+        (label, [c["supernet_score"] for c in candidates] if options is None else rescored(run, archs, options))
+        for label, options in settings
+    ]
+    # a predictor with no supernet at all, for scale: fewer parameters ranked higher
+    rows.append(("fewer parameters (no supernet)", [-c["params"] for c in candidates]))
+    for label, scores in rows:
         tau, tau_p = kendalltau(scores, truth)
         rho, rho_p = spearmanr(scores, truth)
         table.add_row(label, f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})")
