@@ -681,6 +681,12 @@ def write_results(
 
 
 # --- command line ---------------------------------------------------------------------------------
+def add_run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The optional RUN_DIR of the benches that read one of this bench's runs: seed 0's by default, which
+    `make bench` has made by the time it runs them (it runs bench/*.py in order, this one first)."""
+    parser.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/fidelity/seed0"), help=help)
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]

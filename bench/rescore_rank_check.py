@@ -16,8 +16,8 @@ network and setting on 2 cores at the demo's sizes.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from fidelity import add_run_dir_argument
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau, spearmanr
@@ -41,13 +41,7 @@ def rescored(run: Run, archs: list[tuple[int, ...]], options: dict) -> list[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "run_dir",
-        type=Path,
-        nargs="?",
-        default=Path("runs/fidelity/seed0"),  # bench/fidelity.py's, which `make bench` runs first
-        help="a run with report/rank_check.json",
-    )
+    add_run_dir_argument(parser, "a run with report/rank_check.json")
     parser.add_argument("--calib-size", type=int, action="append", default=[], help="calib_size to try")
     parser.add_argument("--search-size", type=int, action="append", default=[], help="search_size to try")
     args = parser.parse_args()

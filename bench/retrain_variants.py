@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
+from fidelity import add_run_dir_argument
 from rich.console import Console
 from rich.table import Table
 
@@ -69,13 +69,7 @@ def retrain_variant(run: Run, entry: str, tag: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "run_dir",
-        type=Path,
-        nargs="?",
-        default=Path("runs/fidelity/seed0"),  # made by bench/fidelity.py, which `make bench` runs first
-        help="a run whose retrain phase is done",
-    )
+    add_run_dir_argument(parser, "a run whose retrain phase is done")
     parser.add_argument("--variant", action="append", help="x<scale>, lr<value>, b<batch>, joined by - (default x2)")
     args = parser.parse_args()
     args.variant = args.variant or ["x2"]
