@@ -35,6 +35,11 @@ measures, per seed where it applies:
   the search score: the rescoring is the search's), with seed+1, and the mean over the subsets (below the
   search score when the search picked its best partly for luck). Aim: noise <= 0.25 x spread.
 - **Kendall tau / Spearman rho** — from a check seed's ``report/rank_check.json``. Aim: tau >= 0.3.
+- **the baseline in the rank check** — where the baseline (the retrained one's architecture, when the rank
+  check trained it as one of its networks) ranks among the rank check's networks by standalone test score
+  and by supernet score (1 = best; ties share the better rank). The winner can beat the baseline only if the
+  search finds a network that trains better alone: when the baseline ranks first alone, no network of the
+  check does, and the supernet's rank says whether it would have picked the baseline.
 - **evolution vs random** — final mean of the top-k search scores of each search, and the candidates
   each needed to reach the other's final (``nasengine.search_compare.search_comparison``).
   Aim: evolution's top-k mean >= random's.
@@ -95,6 +100,7 @@ AIMS = {
     "noise": f"≤ {NOISE_RATIO_AIM:g} × spread",
     "rescore": "rerun = search",
     "rank": f"τ ≥ {TAU_AIM:g}",
+    "baseline_rank": "",
     "ea_vs_random": "EA ≥ random",
     "reach": "",
     "winner": "≥ in 2 of 3 seeds",
@@ -107,6 +113,7 @@ LABELS = {  # the row labels; the module docstring says what each measures
     "noise": "score noise: std over {draws} calib subsets",
     "rescore": "best: search → rerun, seed+1, subset mean",
     "rank": "rank check: Kendall τ (p), Spearman ρ",
+    "baseline_rank": "rank check: baseline's rank alone, supernet",
     "ea_vs_random": "evolution vs random: top-k mean",
     "reach": "to reach the other's final: EA, random",
     "winner": "test score: winner / baseline",
@@ -317,6 +324,21 @@ def rank_check(run_dir: Path, scale: float) -> Cell:
         raise Missing(f"rank check undefined (n={result.get('n')}): {result.get('message') or 'no tau'}{note}")
     text = f"{result['tau']:+.2f} (p {result['tau_p']:.2g}), {result['rho']:+.2f}; n {result['n']}{note}"
     return Cell(text, value, ok=result["tau"] >= TAU_AIM)
+
+
+def baseline_rank(run_dir: Path) -> Cell:
+    candidates = read_json(run_dir / "report" / "rank_check.json").get("candidates") or []
+    arch = read_json(baseline_dir(run_dir) / "test.json")["arch"]
+    found = [c for c in candidates if list(c["arch"]) == list(arch)]
+    if not found:
+        raise Missing(f"the rank check did not train the baseline {','.join(map(str, arch))}")
+    base = found[0]
+
+    def rank(key: str) -> int:
+        return 1 + sum(1 for c in candidates if c[key] > base[key])
+
+    value = {"n": len(candidates), "standalone_rank": rank("standalone_score"), "supernet_rank": rank("supernet_score")}
+    return Cell(f"{value['standalone_rank']}, {value['supernet_rank']} of {value['n']}", value)
 
 
 def comparison(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
@@ -575,10 +597,11 @@ def seed_measures(run_dir: Path, check: bool, args: argparse.Namespace) -> dict[
             cells["rescore"] = measure(rescore, rescored.value)
     if check:
         cells["rank"] = measure(rank_check, run_dir, args.rank_scale)
+        cells["baseline_rank"] = measure(baseline_rank, run_dir)
         cells["ea_vs_random"] = measure(ea_vs_random, run_dir)
         cells["reach"] = measure(reach, run_dir)
     else:
-        cells["rank"] = cells["ea_vs_random"] = cells["reach"] = NOT_MEASURED
+        cells["rank"] = cells["baseline_rank"] = cells["ea_vs_random"] = cells["reach"] = NOT_MEASURED
     cells["winner"] = measure(winner, run_dir)
     return cells
 
