@@ -1,0 +1,107 @@
+"""How reliable is the rank check's truth? Its networks trained alone again with another seed.
+
+``nasengine rank-check`` trains each network alone once, and Kendall's tau between the supernet's scores and
+those standalone test scores is the fidelity measure. But one standalone training is itself a noisy measure
+of a network: another seed changes the initial weights, the data order and the sampled RoIs. This trains
+the same networks (``report/rank_check.json``) again with the run's schedules, the rank check's
+``schedule_scale`` and the run's seed replaced by ``--seed``, into ``RUN/rank-check-reseeded/seed<S>/``
+(resumable: a trained network is only read), and prints Kendall's tau and Spearman's rho between
+
+- the two standalone trainings: the ceiling any predictor's agreement with one training can reach;
+- the supernet's scores and each training, and the mean of the two;
+
+with the networks' scores, so that the supernet's tau can be read against the truth's own.
+
+    python bench/rank_check_reliability.py runs/fidelity4/seed0              # --seed: the run's seed + 1000
+    python bench/rank_check_reliability.py runs/fidelity4/seed0 --seed 7
+
+Cost: one standalone training per network, e.g. about 9 × 150 s at the demo's half schedules on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+
+from fidelity import add_run_dir_argument
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import kendalltau, spearmanr
+
+from nasengine.checkpoint import read_json
+from nasengine.engine import Run
+
+FOLDER = "rank-check-reseeded"
+SEED_OFFSET = 1000
+
+
+def retrained(run: Run, candidates: list[dict], seed: int, scale: float) -> list[float]:
+    """Each candidate's standalone test score with the run's seed replaced by ``seed``."""
+    original = run.config
+    run.config = replace(original, seed=seed)
+    # The distillation teacher was trained with the run's own seed: it is not this training.
+    run._reuse_teacher = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    scores = []
+    try:
+        for index, candidate in enumerate(candidates, 1):
+            arch = tuple(candidate["arch"])
+            out = run.dir / FOLDER / f"seed{seed}" / f"{''.join(map(str, arch))}-s{scale:g}"
+            result = run.train_standalone(arch, out, f"reseeded {index}/{len(candidates)}", schedule_scale=scale)
+            scores.append(float(result["test"]["score"]))
+    finally:
+        run.config = original
+        del run._reuse_teacher
+    return scores
+
+
+def agreement(a: list[float], b: list[float]) -> str:
+    tau, tau_p = kendalltau(a, b)
+    rho, rho_p = spearmanr(a, b)
+    return f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_dir_argument(parser, "a run with report/rank_check.json")
+    parser.add_argument("--seed", type=int, help=f"the other training seed (default: the run's + {SEED_OFFSET})")
+    args = parser.parse_args()
+    path = args.run_dir / "report" / "rank_check.json"
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {args.run_dir}` first")
+    check = read_json(path)
+    candidates = check["candidates"]
+    run = Run.open(args.run_dir)
+    seed = args.seed if args.seed is not None else run.config.seed + SEED_OFFSET
+    if seed == run.config.seed:
+        raise SystemExit(f"--seed {seed} is the run's own seed: pick another")
+    scale = float(check.get("schedule_scale") or 1.0)
+    first = [float(c["standalone_score"]) for c in candidates]
+    second = retrained(run, candidates, seed, scale)
+    supernet = [float(c["supernet_score"]) for c in candidates]
+    mean = [statistics.fmean(pair) for pair in zip(first, second)]
+
+    networks = Table(title=f"{args.run_dir}: rank-check networks trained alone twice (x{scale:g} schedules)")
+    for column in ("network", "supernet", f"seed {run.config.seed}", f"seed {seed}"):
+        networks.add_column(column, justify="left" if column == "network" else "right")
+    for candidate, a, b in sorted(zip(candidates, first, second), key=lambda row: -row[0]["supernet_score"]):
+        networks.add_row(candidate["arch_text"], f"{candidate['supernet_score']:.4f}", f"{a:.4f}", f"{b:.4f}")
+    Console().print(networks)
+
+    table = Table(title=f"agreement over {len(candidates)} networks", title_justify="left")
+    for column in ("between", "Kendall tau (p)", "Spearman rho (p)"):
+        table.add_column(column, justify="left" if column == "between" else "right")
+    table.add_row(f"training seed {run.config.seed} and seed {seed}", *agreement(first, second))
+    table.add_row(f"supernet and seed {run.config.seed} (the rank check)", *agreement(supernet, first))
+    table.add_row(f"supernet and seed {seed}", *agreement(supernet, second))
+    table.add_row("supernet and the mean of both", *agreement(supernet, mean))
+    Console().print(table)
+    differences = [abs(a - b) for a, b in zip(first, second)]
+    print(
+        f"standalone score: mean |seed {run.config.seed} − seed {seed}| {statistics.fmean(differences):.4f}; "
+        f"spread (std over networks) {statistics.stdev(first):.4f} and {statistics.stdev(second):.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
