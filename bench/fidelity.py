@@ -710,6 +710,23 @@ def add_run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/fidelity/seed0"), help=help)
 
 
+def rank_check_candidates(run_dir: Path) -> list[dict[str, Any]]:
+    """The networks of ``run_dir``'s rank check (``report/rank_check.json``), for the benches that reuse them."""
+    path = run_dir / "report" / "rank_check.json"
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {run_dir}` first")
+    return read_json(path)["candidates"]
+
+
+def agreement_cells(a: Sequence[float], b: Sequence[float]) -> tuple[str, str]:
+    """Kendall's tau and Spearman's rho between ``a`` and ``b``, each as ``+0.39 (0.18)`` (p in brackets)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    tau, tau_p = kendalltau(a, b)
+    rho, rho_p = spearmanr(a, b)
+    return f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})"
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]

@@ -24,10 +24,9 @@ import argparse
 import statistics
 from dataclasses import replace
 
-from fidelity import add_run_dir_argument
+from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidates
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import kendalltau, spearmanr
 
 from nasengine.checkpoint import read_json
 from nasengine.engine import Run
@@ -55,27 +54,17 @@ def retrained(run: Run, candidates: list[dict], seed: int, scale: float) -> list
     return scores
 
 
-def agreement(a: list[float], b: list[float]) -> str:
-    tau, tau_p = kendalltau(a, b)
-    rho, rho_p = spearmanr(a, b)
-    return f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_dir_argument(parser, "a run with report/rank_check.json")
     parser.add_argument("--seed", type=int, help=f"the other training seed (default: the run's + {SEED_OFFSET})")
     args = parser.parse_args()
-    path = args.run_dir / "report" / "rank_check.json"
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {args.run_dir}` first")
-    check = read_json(path)
-    candidates = check["candidates"]
+    candidates = rank_check_candidates(args.run_dir)
     run = Run.open(args.run_dir)
     seed = args.seed if args.seed is not None else run.config.seed + SEED_OFFSET
     if seed == run.config.seed:
         raise SystemExit(f"--seed {seed} is the run's own seed: pick another")
-    scale = float(check.get("schedule_scale") or 1.0)
+    scale = float(read_json(args.run_dir / "report" / "rank_check.json").get("schedule_scale") or 1.0)
     first = [float(c["standalone_score"]) for c in candidates]
     second = retrained(run, candidates, seed, scale)
     supernet = [float(c["supernet_score"]) for c in candidates]
@@ -91,10 +80,10 @@ def main() -> None:
     table = Table(title=f"agreement over {len(candidates)} networks", title_justify="left")
     for column in ("between", "Kendall tau (p)", "Spearman rho (p)"):
         table.add_column(column, justify="left" if column == "between" else "right")
-    table.add_row(f"training seed {run.config.seed} and seed {seed}", *agreement(first, second))
-    table.add_row(f"supernet and seed {run.config.seed} (the rank check)", *agreement(supernet, first))
-    table.add_row(f"supernet and seed {seed}", *agreement(supernet, second))
-    table.add_row("supernet and the mean of both", *agreement(supernet, mean))
+    table.add_row(f"training seed {run.config.seed} and seed {seed}", *agreement_cells(first, second))
+    table.add_row(f"supernet and seed {run.config.seed} (the rank check)", *agreement_cells(supernet, first))
+    table.add_row(f"supernet and seed {seed}", *agreement_cells(supernet, second))
+    table.add_row("supernet and the mean of both", *agreement_cells(supernet, mean))
     Console().print(table)
     differences = [abs(a - b) for a, b in zip(first, second)]
     print(

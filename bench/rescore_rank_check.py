@@ -24,13 +24,11 @@ import copy
 from itertools import cycle, islice
 
 import torch
-from fidelity import add_run_dir_argument
+from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidates
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import kendalltau, spearmanr
 
 from nasengine import distributed, registry
-from nasengine.checkpoint import read_json
 from nasengine.engine import Run
 from nasengine.search import CandidateEvaluator
 from nasengine.seeds import arch_salt, derived_seed
@@ -85,12 +83,9 @@ def main() -> None:
     )
     parser.add_argument("--adapt-lr", type=float, default=0.01, help="learning rate of the adaptation (0.01)")
     args = parser.parse_args()
-    path = args.run_dir / "report" / "rank_check.json"
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {args.run_dir}` first")
     if not (args.calib_size or args.search_size or args.adapt_iterations):
         args.calib_size = [256, 1024]
-    candidates = read_json(path)["candidates"]
+    candidates = rank_check_candidates(args.run_dir)
     archs = [tuple(c["arch"]) for c in candidates]
     truth = [c["standalone_score"] for c in candidates]
     run = Run.open(args.run_dir)
@@ -117,9 +112,7 @@ def main() -> None:
     # a predictor with no supernet at all, for scale: fewer parameters ranked higher
     rows.append(("fewer parameters (no supernet)", [-c["params"] for c in candidates]))
     for label, scores in rows:
-        tau, tau_p = kendalltau(scores, truth)
-        rho, rho_p = spearmanr(scores, truth)
-        table.add_row(label, f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})")
+        table.add_row(label, *agreement_cells(scores, truth))
     Console().print(table)
 
 
