@@ -102,7 +102,7 @@ def json_lines(path: Path) -> list[Any]:
 def checkpoint_difference(a: Path, b: Path) -> str:
     import torch
 
-    from nasengine.checkpoint import load_checkpoint
+    from nasengine.rundir.checkpoint import load_checkpoint
 
     left, right = load_checkpoint(a), load_checkpoint(b)
 

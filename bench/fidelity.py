@@ -41,7 +41,7 @@ measures, per seed where it applies:
   search finds a network that trains better alone: when the baseline ranks first alone, no network of the
   check does, and the supernet's rank says whether it would have picked the baseline.
 - **evolution vs random** — final mean of the top-k search scores of each search, and the candidates
-  each needed to reach the other's final (``nasengine.search_compare.search_comparison``).
+  each needed to reach the other's final (``nasengine.studies.search_compare.search_comparison``).
   Aim: evolution's top-k mean >= random's.
 - **winner vs baseline** — test score (AP) of the retrained winner and of the baseline. Aim: winner >=
   baseline in 2 of every 3 seeds.
@@ -188,8 +188,8 @@ def baseline_dir(run_dir: Path) -> Path:
 
 
 def space_baseline_name(run_dir: Path) -> str | None:
-    from nasengine import config as configuration
     from nasengine import registry
+    from nasengine.settings import config as configuration
 
     config = configuration.load(run_dir / "config.toml")
     return registry.create("space", config.space, **config.space_options).baseline_name
@@ -343,7 +343,7 @@ def baseline_rank(run_dir: Path) -> Cell:
 
 def comparison(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Entries of the run's own search and of random search, and k (see ``search_comparison``)."""
-    from nasengine.search_compare import search_comparison
+    from nasengine.studies.search_compare import search_comparison
 
     if not (run_dir / "config.toml").exists():
         raise Missing(f"{run_dir} is not a run directory")
@@ -433,9 +433,9 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from nasengine import distributed
-    from nasengine.engine import Run
-    from nasengine.search import evaluate_candidate
+    from nasengine.protocol import distributed
+    from nasengine.protocol.engine import Run
+    from nasengine.protocol.search import evaluate_candidate
 
     run = Run.open(run_dir)
     task = run.search_task
@@ -548,7 +548,7 @@ def ensure_checks(run_dir: Path, rank_n: int, rank_scale: float, from_existing: 
 
 
 def own_strategy(run_dir: Path) -> str:
-    from nasengine import config as configuration
+    from nasengine.settings import config as configuration
 
     return configuration.load(run_dir / "config.toml").search.strategy
 

@@ -28,8 +28,8 @@ from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidate
 from rich.console import Console
 from rich.table import Table
 
-from nasengine.checkpoint import read_json
-from nasengine.engine import Run
+from nasengine.protocol.engine import Run
+from nasengine.rundir.checkpoint import read_json
 
 FOLDER = "rank-check-reseeded"
 SEED_OFFSET = 1000

@@ -28,10 +28,11 @@ from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidate
 from rich.console import Console
 from rich.table import Table
 
-from nasengine import distributed, registry
-from nasengine.engine import Run
-from nasengine.search import CandidateEvaluator
-from nasengine.seeds import arch_salt, derived_seed
+from nasengine import registry
+from nasengine.protocol import distributed
+from nasengine.protocol.engine import Run
+from nasengine.protocol.search import CandidateEvaluator
+from nasengine.protocol.seeds import arch_salt, derived_seed
 
 ADAPT_SEED = 71  # salt of the adaptation's data order and augmentation, per network (not a run phase)
 

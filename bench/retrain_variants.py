@@ -25,10 +25,10 @@ from fidelity import add_run_dir_argument
 from rich.console import Console
 from rich.table import Table
 
-from nasengine.checkpoint import read_json
-from nasengine.config import Schedule
-from nasengine.engine import Run
-from nasengine.run_layout import SUMMARY, TEST
+from nasengine.protocol.engine import Run
+from nasengine.rundir.checkpoint import read_json
+from nasengine.rundir.layout import SUMMARY, TEST
+from nasengine.settings.config import Schedule
 
 FOLDER = "retrain-variants"
 

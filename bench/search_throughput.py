@@ -20,11 +20,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nasengine import config as configuration
 from nasengine import registry
-from nasengine.bn_calibration import recalibrate_bn
-from nasengine.history import read_history
-from nasengine.search import evaluate_candidate, flops_constraint
+from nasengine.protocol.bn_calibration import recalibrate_bn
+from nasengine.protocol.search import evaluate_candidate, flops_constraint
+from nasengine.rundir.history import read_history
+from nasengine.settings import config as configuration
 
 
 def calibration_both_ways(supernet, model, task, calib, repeats: int = 3) -> tuple[float, float]:

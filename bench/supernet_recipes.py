@@ -24,10 +24,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from nasengine import config as configuration
-from nasengine.bn_calibration import recalibrate_bn
-from nasengine.checkpoint import load_checkpoint, read_json
-from nasengine.engine import Run
+from nasengine.protocol.bn_calibration import recalibrate_bn
+from nasengine.protocol.engine import Run
+from nasengine.rundir.checkpoint import load_checkpoint, read_json
+from nasengine.settings import config as configuration
 
 
 def pretrain(out: Path, recipe: str, iterations: int) -> Run:

@@ -14,11 +14,13 @@ import click
 from rich.table import Table
 
 from nasengine import console as out
-from nasengine import defaults, distributed, registry
+from nasengine import registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
 from nasengine.errors import NasEngineError
-from nasengine.options import parse_pairs
-from nasengine.run_layout import PHASES, RunLayout
+from nasengine.protocol import distributed
+from nasengine.rundir.layout import PHASES, RunLayout
+from nasengine.settings import defaults
+from nasengine.settings.key_values import parse_pairs
 
 print_ = out.console.print
 
@@ -107,7 +109,7 @@ def flops(space_name: str, arch: str, image_size: int, as_json: bool, space_opti
 def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> None:
     """Positions, choices, size, FLOPs range and named architectures of a space."""
     from nasengine.flops import cost_of
-    from nasengine.search import known_flops_range
+    from nasengine.protocol.search import known_flops_range
 
     space = _space(name, space_options)
     known = known_flops_range(space, image_size)
@@ -204,7 +206,7 @@ def data_show(
     task_name: str, split: str, out_path: str | None, count: int, data_root: str | None, task_options
 ) -> None:
     """Draw a grid of images with their boxes and class names."""
-    from nasengine.visualize import draw_detection_grid
+    from nasengine.report.data_grid import draw_detection_grid
 
     task = _task(task_name, data_root, task_options)
     _check_split(task, split)
@@ -344,8 +346,8 @@ def _default_out(config) -> Path:
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **kw: Any) -> None:
     """The whole protocol: pre-train → fine-tune → search → retrain and test → report."""
-    from nasengine import config as configuration
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
+    from nasengine.settings import config as configuration
 
     out.set_quiet(quiet)
     config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
@@ -367,7 +369,7 @@ def _phase_command(phase: str, help_text: str):
     @click.option("--redo", is_flag=True, help=f"Redo the {phase} phase even if it finished, and what depends on it.")
     @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
     def command(run_dir: str, redo: bool, quiet: bool, **kw: Any) -> None:
-        from nasengine.engine import Run
+        from nasengine.protocol.engine import Run
 
         out.set_quiet(quiet)
         run_ = Run.open(run_dir)
@@ -379,7 +381,7 @@ def _phase_command(phase: str, help_text: str):
             run_.redo(phase)
         if phase == "retrain":
             run_.retrain(parsed)
-            from nasengine.report import write_report
+            from nasengine.report.build import write_report
 
             write_report(run_.dir, run_.config.search.flops_max)
         else:
@@ -415,7 +417,7 @@ _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture al
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: bool) -> None:
     """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
 
     out.set_quiet(quiet)
     run_ = Run.open(run_dir)
@@ -434,9 +436,9 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
             f"--strategy {strategy} needs --budget-like STRATEGY to set its number of candidates "
             f"(this run searches with {run_.config.search.strategy})"
         )
-    from nasengine import distributed
-    from nasengine.report import write_report
-    from nasengine.search_compare import (
+    from nasengine.protocol import distributed
+    from nasengine.report.build import write_report
+    from nasengine.studies.search_compare import (
         COMPARED_STRATEGY,
         budget_matched_options,
         comparison_table,
@@ -476,8 +478,8 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
 def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, quiet: bool, **kw: Any) -> None:
     """The paper's Table 5 baseline: N random architectures in the constraint, each trained fully and tested."""
-    from nasengine import config as configuration
-    from nasengine.random_baseline import run_random_baseline
+    from nasengine.settings import config as configuration
+    from nasengine.studies.random_baseline import run_random_baseline
 
     out.set_quiet(quiet)
     config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
@@ -512,7 +514,7 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
 def rank_check(run_dir: str, count: int, schedule_scale: float, baseline: bool, quiet: bool) -> None:
     """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates
     (and the space's baseline)."""
-    from nasengine.rank_check import run_rank_check
+    from nasengine.studies.rank_check import run_rank_check
 
     out.set_quiet(quiet)
     run_rank_check(run_dir, count, schedule_scale, with_baseline=baseline)
@@ -536,7 +538,7 @@ def rank_check(run_dir: str, count: int, schedule_scale: float, baseline: bool, 
 )
 def report(run_dir: str, compare_dir: str | None, baseline_dir: str | None) -> None:
     """The run's report and the paper's figures in RUN_DIR/report/ (summary.md embeds them)."""
-    from nasengine.report import report_run
+    from nasengine.report.build import report_run
 
     summary = report_run(run_dir, compare_dir, baseline_dir)
     print_(f"report: {summary} (figures beside it in {summary.parent})", soft_wrap=True)
@@ -547,8 +549,8 @@ def report(run_dir: str, compare_dir: str | None, baseline_dir: str | None) -> N
 @click.option("--top", default=10, show_default=True, help="How many of the best candidates to list.")
 def show(run_dir: str, top: int) -> None:
     """Phases done, best candidates and test metrics of a run."""
-    from nasengine.history import read_history
-    from nasengine.report import collect, summary_table
+    from nasengine.report.build import collect, summary_table
+    from nasengine.rundir.history import read_history
 
     directory = Path(run_dir)
     layout = RunLayout(directory)
@@ -583,11 +585,11 @@ def show(run_dir: str, top: int) -> None:
     if summary["retrain"]:
         print_(summary_table(directory, summary))
     if summary.get("search_vs_random"):
-        from nasengine.search_compare import comparison_table
+        from nasengine.studies.search_compare import comparison_table
 
         print_(comparison_table(summary["search_vs_random"]))
     if summary.get("rank_check"):
-        from nasengine.rank_check import describe
+        from nasengine.studies.rank_check import describe
 
         check = summary["rank_check"]
         print_(f"rank check (schedules x{check['schedule_scale']:g}): {describe(check)}")

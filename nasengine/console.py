@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from nasengine import distributed
+from nasengine.protocol import distributed
 
 console = Console(stderr=False, highlight=False)
 _quiet = False

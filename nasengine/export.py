@@ -32,9 +32,9 @@ from torch import nn
 
 from nasengine import console
 from nasengine.arch import format_arch
-from nasengine.checkpoint import write_json
 from nasengine.errors import NasEngineError
-from nasengine.retrained import Retrained, load_retrained
+from nasengine.rundir.checkpoint import write_json
+from nasengine.rundir.retrained import Retrained, load_retrained
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 WHATS = ("backbone", "detector")

@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasengine.cache import cache_dir
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Space
-from nasengine.paths import cache_dir
 
 FORMAT = 1
 """Version of the table's JSON layout and counting rules; part of every cache key."""

@@ -92,7 +92,7 @@ def backbone(
             "give an architecture name, e.g. backbone('detnas-coco-fpn-300m'), or a run, backbone(run='runs/x')"
         )
     if run is not None:
-        from nasengine.retrained import load_retrained
+        from nasengine.rundir.retrained import load_retrained
 
         retrained = load_retrained(run, entry)
         body, out_channels = retrained.backbone, list(retrained.run.space.out_channels)

@@ -371,7 +371,7 @@ def _drive(
     strategy_cls: type[Strategy], name: str, choices: Arch, options: dict[str, Any], seed: int, budget: int
 ) -> list[list[Arch]]:
     """Ask and tell until the strategy is finished; the batches it asked, each checked."""
-    from nasengine.search import check_asked
+    from nasengine.protocol.search import check_asked
 
     who = f"strategy {name!r}"
     constraint = fake_constraint(choices)

@@ -50,7 +50,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from nasengine import console, paths
+from nasengine import console
+from nasengine.cache import cache_dir
 from nasengine.errors import NasEngineError
 
 OUTSIDE_TOLERANCE = (
@@ -310,7 +311,7 @@ def _stamp(path: str) -> list[int]:
 def _cache_file(folder: str) -> Path:
     """The decode cache of the images in ``folder`` (one small JSON file per image folder)."""
     digest = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return paths.cache_dir("image-check") / f"{digest}.json"
+    return cache_dir("image-check") / f"{digest}.json"
 
 
 def _read_cache(file: Path) -> dict[str, list[int]]:

@@ -32,7 +32,8 @@ from xml.etree import ElementTree
 import numpy as np
 from PIL import Image
 
-from nasengine import console, paths
+from nasengine import console
+from nasengine.cache import cache_dir
 from nasengine.errors import NasEngineError
 from nasengine.tasks import fashion_mnist
 
@@ -283,7 +284,7 @@ def ensure_embedded_detection_data(
             f"embedded detection data needs canvas_size >= 32 and at least one train and test image "
             f"(got canvas_size={canvas_size}, num_train={num_train}, num_test={num_test})"
         )
-    parent = paths.cache_dir("embedded-detection")
+    parent = cache_dir("embedded-detection")
     root = parent / f"v{VERSION}-{canvas_size}px-{num_train}+{num_test}-seed{seed}"
     if (root / "DONE").exists():
         return root

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from nasengine import paths
+from nasengine.cache import cache_dir
 from nasengine.errors import NasEngineError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -63,7 +63,7 @@ def find_fashion_mnist(data_root: str | Path | None = None) -> Path:
     found = _find_in(SYSTEM_DIR)
     if found is not None:
         return found
-    cache = paths.cache_dir("fashion-mnist")
+    cache = cache_dir("fashion-mnist")
     found = _find_in(cache)
     if found is not None:
         return found

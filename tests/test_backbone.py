@@ -9,9 +9,9 @@ from test_export import retrained_run  # noqa: F401 (a fixture)
 from torchvision.models.detection import FasterRCNN
 
 import nasengine
-from nasengine.checkpoint import load_checkpoint
 from nasengine.hub import FeaturePyramidBackbone
-from nasengine.run_layout import RunLayout
+from nasengine.rundir.checkpoint import load_checkpoint
+from nasengine.rundir.layout import RunLayout
 
 FPN_300M = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
 

@@ -17,7 +17,7 @@ import pytest
 from test_coco_data import write_coco
 
 from nasengine import cli
-from nasengine import config as configuration
+from nasengine.settings import config as configuration
 
 RUN = ["run", "--preset", "smoke", "--quiet"]
 SCHEDULE_CASES = [
@@ -360,7 +360,7 @@ def test_bad_coco_data(damage, tmp_path, monkeypatch, capsys):
 
 def test_good_coco_data_passes_the_checks(tmp_path, monkeypatch):
     """The control case of the data fuzz: the same root undamaged gets through every check."""
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
 
     monkeypatch.setenv("NASENGINE_CACHE", str(tmp_path / "cache"))
     coco_root(tmp_path / "coco")

@@ -2,8 +2,9 @@
 
 import pytest
 
-from nasengine import config, registry
+from nasengine import registry
 from nasengine.errors import NasEngineError
+from nasengine.settings import config
 
 
 def test_precedence_preset_then_file_then_overrides(tmp_path):

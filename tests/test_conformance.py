@@ -26,11 +26,11 @@ from torch.utils.data import TensorDataset
 
 from nasengine import flops, registry
 from nasengine.cli import cli
-from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.flops import CostTable, cost_of, cost_table, count_params, trace_flops
 from nasengine.interfaces import Arch, Space, Strategy, Supernet, Task
-from nasengine.search import run_search
+from nasengine.protocol.search import run_search
+from nasengine.settings.config import SearchConfig
 from nasengine.tasks import embedded_detection
 from nasengine.testing import check_space, check_strategy, check_task
 
@@ -606,8 +606,8 @@ def test_a_broken_task_gets_one_line_naming_it(task, message):
 
 # --- the engine and the command line -------------------------------------------------------------
 def test_a_run_on_a_broken_space_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    from nasengine import config as configuration
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
+    from nasengine.settings import config as configuration
 
     real_get = registry.get
     monkeypatch.setattr(
@@ -688,8 +688,8 @@ class NoScoreInARun(RunnableTask):
 def test_a_run_on_a_broken_strategy_or_task_is_refused_before_anything_is_written(
     plugin, overrides, message, tmp_path, monkeypatch
 ):
-    from nasengine import config as configuration
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
+    from nasengine.settings import config as configuration
 
     real_get = registry.get
     monkeypatch.setattr(registry, "get", lambda kind, name: plugin if name == plugin.name else real_get(kind, name))

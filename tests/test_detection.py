@@ -209,14 +209,14 @@ def test_results_convert_boxes_and_labels_and_drop_background():
 
 
 def _bn_statistics(model) -> list[torch.Tensor]:
-    from nasengine.bn_calibration import batch_norms
+    from nasengine.protocol.bn_calibration import batch_norms
 
     return [t.clone() for m in batch_norms(model) for t in (m.running_mean, m.running_var)]
 
 
 @pytest.mark.parametrize("name", ["coco-fpn", "voc-retinanet"])
 def test_recalibration_stopping_after_the_backbone_gives_the_full_passes_statistics(name, space):
-    from nasengine.bn_calibration import recalibrate_bn
+    from nasengine.protocol.bn_calibration import recalibrate_bn
 
     torch.manual_seed(0)
     task = make_task(name, calib_size=4)

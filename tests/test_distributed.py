@@ -8,10 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from nasengine import registry
-from nasengine.config import Schedule, SearchConfig
-from nasengine.sampling import uniform_path
-from nasengine.search import run_search
-from nasengine.training import train
+from nasengine.protocol.path_sampling import uniform_path
+from nasengine.protocol.search import run_search
+from nasengine.protocol.training import train
+from nasengine.settings.config import Schedule, SearchConfig
 
 WORLD = 2
 

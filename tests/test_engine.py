@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from nasengine.cli import cli
-from nasengine.history import read_history
+from nasengine.rundir.history import read_history
 
 
 def invoke(*args):
@@ -101,7 +101,7 @@ def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path)
 def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, tmp_path):
     """The teacher is the baseline pre-trained exactly as its retraining would: the distilled run copies
     it, and it equals the baseline pre-trained from scratch in the uniform run."""
-    from nasengine.checkpoint import load_checkpoint
+    from nasengine.rundir.checkpoint import load_checkpoint
 
     uniform, _ = smoke_run
     out = tmp_path / "distill"

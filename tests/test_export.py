@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from nasengine import NasEngineError
 from nasengine.cli import cli
 from nasengine.export import export
-from nasengine.retrained import load_retrained
-from nasengine.run_layout import RunLayout
+from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.retrained import load_retrained
 
 SIZE = 64
 

@@ -1,11 +1,11 @@
 """The core is a clean ground floor: its import graph, read from the source with ``ast``.
 
-- no import circles among the modules of ``nasengine/`` (every import counts: module level, inside
+- no import circles among the modules of ``nasengine/`` and its subpackages (every import counts: module level, inside
   functions and under ``TYPE_CHECKING``);
 - ``interfaces.py``, the contract plugins build on, imports no other core module but ``errors``;
 - the core imports no plugin package (``nasengine.spaces``, ``.tasks``, ``.strategies``);
 - no built-in plugin name (the entry points of ``pyproject.toml``) appears in the core's string literals
-  outside ``nasengine/defaults.py``: a literal equal to a name, or, for a name with a hyphen
+  outside ``nasengine/settings/defaults.py``: a literal equal to a name, or, for a name with a hyphen
   (``coco-fpn``), one that contains it as a word. Docstrings are prose and are not checked; a plain word
   such as ``random`` only counts as a whole literal.
 """
@@ -19,36 +19,49 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "nasengine"
-TABLE = "defaults"  # the one module that may name built-in plugins
+TABLE = "settings.defaults"  # the one module that may name built-in plugins
 PLUGIN_PACKAGES = ("spaces", "tasks", "strategies")
 
 
 def core_modules() -> dict[str, ast.Module]:
-    return {
-        path.stem: ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for path in sorted(CORE.glob("*.py"))
-    }
+    """Every module of the core by its dotted name below ``nasengine`` (``protocol.engine``; a subpackage's
+    ``__init__`` by the subpackage's name, the top package's as ``__init__``)."""
+    modules = {}
+    for path in sorted(CORE.rglob("*.py")):
+        parts = path.relative_to(CORE).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        modules[".".join(parts) or "__init__"] = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return modules
+
+
+def source_path(module: str) -> str:
+    return f"nasengine/{module.replace('.', '/')}.py"
 
 
 def imported(tree: ast.Module, modules: set[str]) -> set[str]:
-    """The ``nasengine`` modules (first component after ``nasengine.``) an AST imports, anywhere in it."""
+    """The modules of ``modules`` (dotted below ``nasengine``) an AST imports, anywhere in it. A name imported
+    from a package that is not one of its modules (a class, a function) counts as an import of the package
+    (``__init__`` for ``nasengine`` itself); a plugin package counts as itself, whatever is taken from it."""
+
+    def resolve(dotted: str) -> str:
+        parts = dotted.split(".")
+        if parts[0] in PLUGIN_PACKAGES:
+            return parts[0]
+        while parts and ".".join(parts) not in modules:
+            parts.pop()
+        return ".".join(parts) or "__init__"
+
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "nasengine"]
+            found |= {resolve(name.removeprefix("nasengine").lstrip(".")) for name in names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from . import x / from .x import y
-                base = node.module.split(".")[0] if node.module else None
-                names = [f"nasengine.{base}"] if base else [f"nasengine.{alias.name}" for alias in node.names]
-            elif node.module == "nasengine":
-                names = [f"nasengine.{alias.name}" if alias.name in modules else "nasengine" for alias in node.names]
-            else:
-                names = [node.module or ""]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "nasengine":
-                found.add(parts[1] if len(parts) > 1 else "__init__")
+            assert not node.level, "the core imports absolutely (from nasengine.x import y)"
+            if (node.module or "").split(".")[0] != "nasengine":
+                continue
+            package = (node.module or "").removeprefix("nasengine").lstrip(".")
+            found |= {resolve(f"{package}.{alias.name}" if package else alias.name) for alias in node.names}
     return found
 
 
@@ -142,18 +155,19 @@ def plugin_names_in_literals(tree: ast.Module, names: list[str]) -> list[tuple[i
 # --- the checks -----------------------------------------------------------------------------------
 def test_the_reader_sees_every_kind_of_import():
     tree = ast.parse(
-        "import nasengine.a\nfrom nasengine import b, errors\nfrom nasengine.c import d\n"
-        "def f():\n    from nasengine.e import g\n"
-        "if TYPE_CHECKING:\n    from nasengine.h import Run\nfrom . import i\nfrom .j import k\n"
+        "import nasengine.a\nfrom nasengine import b, errors, Thing\nfrom nasengine.c import d\n"
+        "def f():\n    from nasengine.e.f import g\n"
+        "if TYPE_CHECKING:\n    from nasengine.h import Run\nfrom nasengine.tasks.coco import x\n"
     )
-    assert imported(tree, {"b", "errors"}) == {"a", "b", "errors", "c", "e", "h", "i", "j"}
+    modules = {"a", "b", "errors", "c", "e", "e.f", "h", "tasks"}
+    assert imported(tree, modules) == {"a", "b", "errors", "__init__", "c", "e.f", "h", "tasks"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "errors"}, "b": {"errors"}, "errors": set()}) is None
 
 
 def test_no_import_circles_in_the_core():
     graph = import_graph()
-    assert {"engine", "interfaces", "flops", "report"} <= set(graph)
+    assert {"protocol.engine", "interfaces", "flops", "report.build"} <= set(graph)
     cycle = find_cycle(graph)
     assert cycle is None, f"import circle: {' -> '.join(cycle or [])}"
 
@@ -166,23 +180,23 @@ def test_the_contract_imports_nothing_of_the_core_above_it():
 def test_the_core_imports_no_plugin():
     for module, imports in import_graph().items():
         assert not imports & set(PLUGIN_PACKAGES), (
-            f"nasengine/{module}.py imports {sorted(imports & set(PLUGIN_PACKAGES))}"
+            f"{source_path(module)} imports {sorted(imports & set(PLUGIN_PACKAGES))}"
         )
 
 
 def test_no_builtin_plugin_is_named_outside_the_table():
     names = builtin_plugin_names()
     hits = [
-        f"nasengine/{module}.py:{line}: {name!r} in {text[:80]!r}"
+        f"{source_path(module)}:{line}: {name!r} in {text[:80]!r}"
         for module, tree in core_modules().items()
         if module != TABLE
         for line, name, text in plugin_names_in_literals(tree, names)
     ]
-    assert not hits, "built-in plugin names outside nasengine/defaults.py:\n" + "\n".join(hits)
+    assert not hits, "built-in plugin names outside nasengine/settings/defaults.py:\n" + "\n".join(hits)
 
 
 def test_the_table_names_the_defaults():
-    from nasengine import config, defaults
+    from nasengine.settings import config, defaults
 
     names = builtin_plugin_names()
     assert plugin_names_in_literals(core_modules()[TABLE], names)  # the check would see a name in the table

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from nasengine.checkpoint import (
+from nasengine.errors import NasEngineError
+from nasengine.rundir.checkpoint import (
     CODE_RUNNING,
     TRAILER_LENGTH,
     atomic_write,
@@ -19,9 +20,8 @@ from nasengine.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from nasengine.errors import NasEngineError
-from nasengine.history import History, read_history
-from nasengine.run_lock import RunLock, hold_run_lock
+from nasengine.rundir.history import History, read_history
+from nasengine.rundir.lock import RunLock, hold_run_lock
 
 STATE = {"model": {"weight": torch.arange(6.0).reshape(2, 3)}, "iteration": 7}
 
@@ -227,7 +227,7 @@ def test_history_non_utf8_stops(tmp_path):
 
 _HOLD_IN_CHILD = textwrap.dedent("""
     import sys
-    from nasengine.run_lock import hold_run_lock
+    from nasengine.rundir.lock import hold_run_lock
     with hold_run_lock(sys.argv[1]):
         print("held", flush=True)
         sys.stdin.read()
@@ -254,7 +254,7 @@ def test_second_process_is_refused_with_the_holder_pid(tmp_path):
 
 def test_the_child_is_refused_while_this_process_holds_the_lock(tmp_path):
     code = (
-        "import sys\nfrom nasengine.errors import NasEngineError\nfrom nasengine.run_lock import RunLock\n"
+        "import sys\nfrom nasengine.errors import NasEngineError\nfrom nasengine.rundir.lock import RunLock\n"
         "try:\n    RunLock(sys.argv[1]).acquire()\nexcept NasEngineError as exc:\n    print(exc)\n"
     )
     with hold_run_lock(tmp_path):
@@ -268,7 +268,7 @@ def test_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path):
     with hold_run_lock(tmp_path) as lock:
         assert lock.holds == 1
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
-    assert (tmp_path / ".lock").exists()  # never deleted: see nasengine.run_lock
+    assert (tmp_path / ".lock").exists()  # never deleted: see nasengine.rundir.lock
 
 
 def test_lock_is_reentrant_within_a_process(tmp_path):
@@ -277,7 +277,7 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
         first.acquire()
         first.release()
     # still held by ``first``: another process is refused until it is released
-    code = "import sys\nfrom nasengine.run_lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+    code = "import sys\nfrom nasengine.rundir.lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
     refused = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=60
     )

@@ -11,15 +11,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nasengine import config as configuration
-from nasengine.checkpoint import load_checkpoint
 from nasengine.cli import cli
-from nasengine.config import Schedule, scale_schedule
-from nasengine.engine import Run
 from nasengine.errors import NasEngineError
-from nasengine.history import read_history
-from nasengine.rank_check import candidate_dir, describe, plot_rank_check, rank_statistics, ranks, select_candidates
-from nasengine.report import collect
+from nasengine.protocol.engine import Run
+from nasengine.report.build import collect
+from nasengine.rundir.checkpoint import load_checkpoint
+from nasengine.rundir.history import read_history
+from nasengine.settings import config as configuration
+from nasengine.settings.config import Schedule, scale_schedule
+from nasengine.studies.rank_check import (
+    candidate_dir,
+    describe,
+    plot_rank_check,
+    rank_statistics,
+    ranks,
+    select_candidates,
+)
 
 
 def invoke(*args):

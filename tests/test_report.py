@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from nasengine import config as configuration
 from nasengine import registry
-from nasengine.arch_figure import block_boxes, space_layout
 from nasengine.cli import cli
 from nasengine.errors import NasEngineError
-from nasengine.figures import generation_ends, pareto_front, read_log
-from nasengine.random_baseline import check_compare, write_baseline
-from nasengine.report import report_run, training_logs
+from nasengine.report.arch_figure import block_boxes, space_layout
+from nasengine.report.build import report_run, training_logs
+from nasengine.report.figures import generation_ends, pareto_front, read_log
+from nasengine.settings import config as configuration
+from nasengine.studies.random_baseline import check_compare, write_baseline
 
 POSITIONS = 20
 POPULATION, GENERATIONS = 4, 3
@@ -41,7 +41,7 @@ def write(path, data):
 
 
 def history(rng, seen):
-    """POPULATION x GENERATIONS records of distinct architectures, as nasengine.search writes them; FLOPs from
+    """POPULATION x GENERATIONS records of distinct architectures, as nasengine.protocol.search writes them; FLOPs from
     a few values so that candidates tie on FLOPs, and one exact tie on FLOPs and score."""
     records = []
     for generation in range(GENERATIONS):

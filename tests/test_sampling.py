@@ -6,12 +6,12 @@ import pytest
 import torch
 from resume_check import assert_resume_matches
 
-from nasengine import config as configuration
 from nasengine import registry
-from nasengine.distill import backbone_input, inherit_shared, supports_distillation
-from nasengine.engine import Run
 from nasengine.errors import NasEngineError
-from nasengine.sampling import fair_paths, paths_for, uniform_path
+from nasengine.protocol.distillation import backbone_input, inherit_shared, supports_distillation
+from nasengine.protocol.engine import Run
+from nasengine.protocol.path_sampling import fair_paths, paths_for, uniform_path
+from nasengine.settings import config as configuration
 
 
 def test_fair_paths_train_every_choice_of_every_position_once():
@@ -112,8 +112,8 @@ def test_distilled_supernet_learns_well_below_chance(tmp_path):
 
 
 def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    import nasengine.distill as distill_module
-    from nasengine.config import Schedule
+    import nasengine.protocol.distillation as distill_module
+    from nasengine.settings.config import Schedule
 
     space = registry.create("space", "shufflenet-small")
     task = registry.create("task", "fashion-mnist", search_size=64, calib_size=16)

@@ -7,14 +7,14 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-import nasengine.search
-from nasengine import config as configuration
+import nasengine.protocol.search
 from nasengine.cli import cli
-from nasengine.config import SearchConfig
-from nasengine.engine import Run
 from nasengine.errors import NasEngineError
-from nasengine.history import read_history
-from nasengine.search_compare import (
+from nasengine.protocol.engine import Run
+from nasengine.rundir.history import read_history
+from nasengine.settings import config as configuration
+from nasengine.settings.config import SearchConfig
+from nasengine.studies.search_compare import (
     budget_matched_options,
     candidates_to_reach,
     compare_scores,
@@ -202,7 +202,7 @@ def test_an_interrupted_random_search_resumes_and_a_rerun_evaluates_nothing(sear
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a candidate was evaluated again")
 
-    monkeypatch.setattr(nasengine.search.CandidateEvaluator, "evaluate", no_evaluation)
+    monkeypatch.setattr(nasengine.protocol.search.CandidateEvaluator, "evaluate", no_evaluation)
     finished = history.read_bytes()
     invoke("search", copy, *COMPARE, "--quiet")  # done: skipped
     (copy / "search-random" / "done.json").unlink()

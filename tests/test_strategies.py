@@ -9,13 +9,13 @@ from collections.abc import Callable
 import pytest
 
 from nasengine import BatchStrategy, registry
-from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Strategy
-from nasengine.search_compare import budget_matched_options
+from nasengine.settings.config import SearchConfig
 from nasengine.strategies.evolution import EvolutionStrategy
 from nasengine.strategies.random_search import RandomStrategy
 from nasengine.strategies.sampling import crossover, mutate
+from nasengine.studies.search_compare import budget_matched_options
 
 CHOICES = (4,) * 20
 STRATEGIES = [EvolutionStrategy, RandomStrategy]

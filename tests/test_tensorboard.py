@@ -12,15 +12,15 @@ import torch
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from nasengine import config as configuration
 from nasengine import registry
-from nasengine import tensorboard as board_module
 from nasengine.cli import cli
-from nasengine.config import Schedule
-from nasengine.engine import Run
-from nasengine.history import read_history
-from nasengine.sampling import uniform_path
-from nasengine.training import train
+from nasengine.protocol import tensorboard as board_module
+from nasengine.protocol.engine import Run
+from nasengine.protocol.path_sampling import uniform_path
+from nasengine.protocol.training import train
+from nasengine.rundir.history import read_history
+from nasengine.settings import config as configuration
+from nasengine.settings.config import Schedule
 
 TRAINING = {
     "pretrain": "loss",

@@ -6,10 +6,10 @@ import torch
 from resume_check import assert_resume_matches
 
 from nasengine import registry
-from nasengine.bn_calibration import batch_norms, recalibrate_bn
-from nasengine.config import Schedule
-from nasengine.sampling import uniform_path
-from nasengine.training import learning_rate, param_groups, train
+from nasengine.protocol.bn_calibration import batch_norms, recalibrate_bn
+from nasengine.protocol.path_sampling import uniform_path
+from nasengine.protocol.training import learning_rate, param_groups, train
+from nasengine.settings.config import Schedule
 
 ARCH = (2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2)
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nasengine import config as configuration
-from nasengine.checkpoint import load_checkpoint
 from nasengine.cli import cli
-from nasengine.engine import Run
 from nasengine.errors import NasEngineError
+from nasengine.protocol.engine import Run
+from nasengine.rundir.checkpoint import load_checkpoint
+from nasengine.settings import config as configuration
 
 
 def invoke(*args, ok: bool = True):
@@ -94,7 +94,7 @@ def test_divergence_stops_at_once_naming_phase_iteration_lr_and_checkpoint(tmp_p
 
 def test_a_diverged_state_is_never_saved(tmp_path):
     """A weight that overflows is caught before the checkpoint that would have saved it."""
-    from nasengine.training import state_overflow
+    from nasengine.protocol.training import state_overflow
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     assert state_overflow(model) is None

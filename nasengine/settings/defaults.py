@@ -5,7 +5,7 @@ Where it must still name a built-in plugin — the defaults of a run, the tasks 
 preset, the strategy that draws random architectures for the random baseline and the comparison search —
 the name comes from this module, and ``tests/test_import_graph.py`` checks that no other core module
 names one. A preset gives plugin options per plugin name (``options.<kind>.<name>``, see
-``nasengine.config``): they reach a plugin only when the run uses it. Values that belong to a plugin come
+``nasengine.settings.config``): they reach a plugin only when the run uses it. Values that belong to a plugin come
 from the plugin (a space's ``default_flops_max``, a task's ``preset_settings``). Help texts are generated
 from these names.
 """

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasengine.defaults import (
+from nasengine.errors import NasEngineError
+from nasengine.settings.defaults import (
     DEFAULT_PRESET,
     DEFAULT_PRETRAIN_TASK,
     DEFAULT_SPACE,
@@ -32,7 +33,6 @@ from nasengine.defaults import (
     DEFAULT_TASK,
     PRESETS,
 )
-from nasengine.errors import NasEngineError
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Schedule:
     milestones: list[float] = field(default_factory=list)  # fractions of `iterations`
     warmup_iterations: int = 0
     checkpoint_every: int = 500
-    # Supernet phases only (see nasengine.sampling): "uniform" (the paper), "fair" (FairNAS) or "distill"
+    # Supernet phases only (see nasengine.protocol.path_sampling): "uniform" (the paper), "fair" (FairNAS) or "distill"
     # (block-wise distillation from the trained baseline for `distill_fraction` of the iterations, Adam at
     # `distill_lr`, then uniform; pre-training only).
     sampling: str = "uniform"
@@ -305,7 +305,7 @@ def check_types(config: RunConfig, where: str = "") -> None:
 
 def check_ranges(config: RunConfig, where: str = "") -> None:
     """Every number inside its range and every name one of its choices; one line naming the key otherwise."""
-    from nasengine.sampling import SAMPLINGS
+    from nasengine.protocol.path_sampling import SAMPLINGS
 
     def require(ok: bool, key: str, wanted: str, value: Any) -> None:
         if not ok:
@@ -442,7 +442,7 @@ def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 
 def save(config: RunConfig, path: str | Path) -> None:
-    from nasengine.checkpoint import atomic_write  # imported here: checkpoint pulls in torch
+    from nasengine.rundir.checkpoint import atomic_write  # imported here: checkpoint pulls in torch
 
     text = dumps_toml(config.to_dict())
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))

@@ -27,7 +27,7 @@ def _bad_line(path: Path, number: int, reason: str) -> NasEngineError:
 def _record_problem(record: Any) -> str | None:
     """Why ``record`` (a parsed line) is not a history record, or None.
 
-    Scores are written as ``float(...)`` by :mod:`nasengine.search`, so they are always numbers — NaN
+    Scores are written as ``float(...)`` by :mod:`nasengine.protocol.search`, so they are always numbers — NaN
     and infinities included, which JSON lines carry as ``NaN``/``Infinity``; null is refused."""
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"

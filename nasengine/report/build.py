@@ -1,7 +1,7 @@
 """The run's report in ``RUN_DIR/report/``: ``summary.json``, the paper's figures, ``summary.md`` and a table.
 
 Written at the end of ``nasengine run`` and by ``nasengine report RUN_DIR [--compare OTHER_RUN]
-[--random-baseline DIR]``. The figures (drawn by :mod:`nasengine.figures` and :mod:`nasengine.arch_figure`):
+[--random-baseline DIR]``. The figures (drawn by :mod:`nasengine.report.figures` and :mod:`nasengine.report.arch_figure`):
 
 - ``search_curve.png`` (Fig. 2): the top-k mean of every search on the supernet, the random one beside it;
 - ``search_progress.png``: every candidate's score and the best so far;
@@ -9,9 +9,9 @@ Written at the end of ``nasengine run`` and by ``nasengine report RUN_DIR [--com
 - ``architecture.png`` (Figs. 4–5): the found backbone block by block, and ``--compare``'s beside it;
 - ``training_curves.png``: loss and learning rate of every training phase;
 - ``random_models.png`` (Fig. 3, with ``--random-baseline``): random architectures against the searched one;
-- ``search_vs_random.png`` (:mod:`nasengine.search_compare`) and ``rank_check.png`` (``nasengine rank-check``).
+- ``search_vs_random.png`` (:mod:`nasengine.studies.search_compare`) and ``rank_check.png`` (``nasengine rank-check``).
 
-``summary.md`` (:mod:`nasengine.summary_md`) embeds them beside the configuration, phase times and results.
+``summary.md`` (:mod:`nasengine.report.markdown`) embeds them beside the configuration, phase times and results.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from typing import Any
 
 from rich.table import Table
 
-from nasengine import config as configuration
-from nasengine import console, distributed, registry
+from nasengine import console, registry
 from nasengine.arch import format_arch
-from nasengine.arch_figure import Layout, plot_architectures, space_layout
-from nasengine.checkpoint import read_json, write_json
-from nasengine.config import RunConfig
 from nasengine.errors import NasEngineError
-from nasengine.figures import (
+from nasengine.protocol import distributed
+from nasengine.report.arch_figure import Layout, plot_architectures, space_layout
+from nasengine.report.figures import (
     mflops,
     plot_flops_vs_score,
     plot_random_models,
@@ -39,10 +37,13 @@ from nasengine.figures import (
     read_log,
     score_name,
 )
-from nasengine.history import read_history
-from nasengine.run_layout import LOG, PHASES, SUMMARY, RunLayout
-from nasengine.search_compare import comparison_k, plot_comparison, search_comparison
-from nasengine.summary_md import SEARCHED, protocol_order, write_summary_md
+from nasengine.report.markdown import SEARCHED, protocol_order, write_summary_md
+from nasengine.rundir.checkpoint import read_json, write_json
+from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import LOG, PHASES, SUMMARY, RunLayout
+from nasengine.settings import config as configuration
+from nasengine.settings.config import RunConfig
+from nasengine.studies.search_compare import comparison_k, plot_comparison, search_comparison
 
 RANDOM_BASELINE = "random_baseline.json"  # written by `nasengine random-baseline` into its folder
 FIGURES = {

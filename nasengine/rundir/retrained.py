@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from nasengine.arch import format_arch, parse_arch
-from nasengine.checkpoint import load_checkpoint, read_json
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch
-from nasengine.run_layout import RunLayout
+from nasengine.rundir.checkpoint import load_checkpoint, read_json
+from nasengine.rundir.layout import RunLayout
 
 if TYPE_CHECKING:
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
 
 
 @dataclass
@@ -78,7 +78,7 @@ def pick_entry(run: Run, entry: str | None = None, arch: str | None = None) -> s
 
 def load_retrained(run_dir: str | Path, entry: str | None = None, arch: str | None = None) -> Retrained:
     """The retrained detector of ``entry`` (or of ``arch``) of the run in ``run_dir``, on the CPU, in eval mode."""
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
 
     run = Run.open(run_dir)
     name = pick_entry(run, entry, arch)

@@ -25,17 +25,18 @@ from typing import Any
 import torch.distributed as dist
 from torch import nn
 
-from nasengine import console, distributed, registry
+from nasengine import console, registry
 from nasengine.arch import format_arch
-from nasengine.bn_calibration import recalibrate_bn
-from nasengine.checkpoint import write_json
-from nasengine.config import SearchConfig
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.flops import cost_of, flops_range
-from nasengine.history import History
 from nasengine.interfaces import Arch, Space, Supernet, Task
-from nasengine.run_layout import BEST, HISTORY
-from nasengine.tensorboard import Board
+from nasengine.protocol import distributed
+from nasengine.protocol.bn_calibration import recalibrate_bn
+from nasengine.protocol.tensorboard import Board
+from nasengine.rundir.checkpoint import write_json
+from nasengine.rundir.history import History
+from nasengine.rundir.layout import BEST, HISTORY
+from nasengine.settings.config import SearchConfig
 
 
 def known_flops_range(space: Space, image_size: int) -> tuple[int, int] | None:

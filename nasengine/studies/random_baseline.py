@@ -17,16 +17,16 @@ from rich.table import Table
 
 from nasengine import console, registry
 from nasengine.arch import format_arch
-from nasengine.checkpoint import read_json, write_json
-from nasengine.config import RunConfig
-from nasengine.defaults import RANDOM_STRATEGY
-from nasengine.engine import Run
 from nasengine.errors import NasEngineError
-from nasengine.figures import plot_random_models
-from nasengine.report import FIGURES, RANDOM_BASELINE, reference_networks
-from nasengine.run_layout import TEST, RunLayout
-from nasengine.search import flops_constraint
-from nasengine.summary_md import SEARCHED
+from nasengine.protocol.engine import Run
+from nasengine.protocol.search import flops_constraint
+from nasengine.report.build import FIGURES, RANDOM_BASELINE, reference_networks
+from nasengine.report.figures import plot_random_models
+from nasengine.report.markdown import SEARCHED
+from nasengine.rundir.checkpoint import read_json, write_json
+from nasengine.rundir.layout import TEST, RunLayout
+from nasengine.settings.config import RunConfig
+from nasengine.settings.defaults import RANDOM_STRATEGY
 
 
 def sample_architectures(run: Run, count: int) -> list[tuple[int, ...]]:

@@ -12,7 +12,7 @@ Agg backend and returns its path:
 - :func:`plot_random_models` (Fig. 3): standalone-trained random architectures' test scores against
   their FLOPs, their mean, and the searched (and baseline) network beside them.
 
-The architecture drawing (Figs. 4–5) is :mod:`nasengine.arch_figure`.
+The architecture drawing (Figs. 4–5) is :mod:`nasengine.report.arch_figure`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nasengine.search_compare import topk_curve
+from nasengine.studies.search_compare import topk_curve
 
 MAX_POINTS = 2000  # a training curve is thinned to about this many points (paper schedules log 300k lines)
 DPI = 120

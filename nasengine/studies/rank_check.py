@@ -26,13 +26,14 @@ from typing import Any
 
 from rich.table import Table
 
-from nasengine import console, distributed
+from nasengine import console
 from nasengine.arch import compact_arch, format_arch
-from nasengine.checkpoint import read_json, write_json
-from nasengine.config import check_schedule_scale
 from nasengine.errors import NasEngineError
-from nasengine.history import read_history
-from nasengine.run_layout import TEST, RunLayout
+from nasengine.protocol import distributed
+from nasengine.rundir.checkpoint import read_json, write_json
+from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import TEST, RunLayout
+from nasengine.settings.config import check_schedule_scale
 
 DEFAULT_COUNT = 8
 
@@ -148,7 +149,7 @@ def run_rank_check(
 ) -> dict[str, Any]:
     """Train ``count`` candidates of a finished search (and the space's baseline, with ``with_baseline``)
     standalone, compare the rankings, write the report."""
-    from nasengine.engine import Run
+    from nasengine.protocol.engine import Run
 
     schedule_scale = check_schedule_scale(schedule_scale)
     run = Run.open(run_dir)

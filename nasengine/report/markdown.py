@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nasengine import config as configuration
 from nasengine.arch import compact_arch
-from nasengine.checkpoint import read_json
-from nasengine.figures import pareto_front, score_name
-from nasengine.history import read_history
-from nasengine.run_layout import DONE, PHASES, RunLayout
+from nasengine.report.figures import pareto_front, score_name
+from nasengine.rundir.checkpoint import read_json
+from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import DONE, PHASES, RunLayout
+from nasengine.settings import config as configuration
 
 SEARCHED = "best"  # the retrain entry of the found architecture (the engine's name for it)
 
@@ -71,7 +71,7 @@ def figure(name: str, figures: Mapping[str, Path], title: str) -> list[str]:
 
 def write_summary_md(directory: Path, summary: Mapping[str, Any], figures: Mapping[str, Path]) -> Path:
     """Write ``report/summary.md`` of the run in ``directory`` from its ``summary`` (see
-    :func:`nasengine.report.collect`) and the ``figures`` drawn (``{name: path}`` inside ``report/``)."""
+    :func:`nasengine.report.build.collect`) and the ``figures`` drawn (``{name: path}`` inside ``report/``)."""
     layout = RunLayout(directory)
     config = configuration.load(layout.config)
     figures = dict(figures)

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from nasengine import registry
-from nasengine.config import RunConfig
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Space, Task
+from nasengine.settings.config import RunConfig
 
 SPACE_CHECK = {"samples": 1, "image_size": 64}
 """The cheap settings of the space check every run passes (``nasengine.testing.check_space``)."""
@@ -40,7 +40,7 @@ _tasks_checked: set[tuple[Any, ...]] = set()
 
 
 class Checked(Protocol):
-    """What the check needs of a run (``nasengine.engine.Run`` has it): its config and its plugins, the
+    """What the check needs of a run (``nasengine.protocol.engine.Run`` has it): its config and its plugins, the
     pre-training task built only when the run uses it."""
 
     @property
@@ -55,7 +55,7 @@ class Checked(Protocol):
 
 def check_run(run: Checked) -> None:
     """Raise ``NasEngineError`` for the first problem that would stop ``run`` later; return when it can run."""
-    from nasengine.search import flops_constraint
+    from nasengine.protocol.search import flops_constraint
 
     config = run.config
     space = run.space  # unknown spaces and bad space options fail here

@@ -4,7 +4,7 @@
 - ``fair`` (FairNAS's strict fairness): per iteration one path per choice index, built from a random
   permutation of the choices at every position, so every choice of every position is trained exactly
   once per iteration; their losses are averaged into one update.
-- ``distill`` (block-wise distillation, as DNA does, then ``uniform``): see :mod:`nasengine.distill`; its
+- ``distill`` (block-wise distillation, as DNA does, then ``uniform``): see :mod:`nasengine.protocol.distillation`; its
   end-to-end part samples like ``uniform``.
 
 Every draw is seeded from ``(seed, iteration)``, so the paths are the same on every rank and after a
@@ -17,7 +17,7 @@ import numpy as np
 
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch
-from nasengine.seeds import PATHS
+from nasengine.protocol.seeds import PATHS
 
 SAMPLINGS = ("uniform", "fair", "distill")
 

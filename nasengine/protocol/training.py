@@ -1,7 +1,7 @@
 """Iteration-based SGD training, path-wise for supernets, resumable and deterministic by seed.
 
 One loop serves every phase: supernet pre-training and fine-tuning (the paths of each iteration come
-from :mod:`nasengine.sampling`; several paths in one iteration are averaged into one update) and the
+from :mod:`nasengine.protocol.path_sampling`; several paths in one iteration are averaged into one update) and the
 retraining of a standalone network (no sampling). Gradients are cleared to ``None``
 so the parameters of paths not taken get no gradient, no momentum and no weight decay. Everything random
 in an iteration (the path, the batch order, augmentation, dropout, detector sampling) is seeded from
@@ -22,14 +22,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nasengine import console, distributed
-from nasengine.checkpoint import load_checkpoint, save_checkpoint
-from nasengine.config import Schedule
+from nasengine import console
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Task
-from nasengine.run_layout import CHECKPOINT, LOG
-from nasengine.seeds import ITERATION, derived_seed
-from nasengine.tensorboard import Board
+from nasengine.protocol import distributed
+from nasengine.protocol.seeds import ITERATION, derived_seed
+from nasengine.protocol.tensorboard import Board
+from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint
+from nasengine.rundir.layout import CHECKPOINT, LOG
+from nasengine.settings.config import Schedule
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -19,10 +19,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasengine import config as configuration
-from nasengine import console, distributed, registry, seeds
+from nasengine import console, registry
 from nasengine.arch import format_arch
-from nasengine.checkpoint import (
+from nasengine.errors import NasEngineError
+from nasengine.flops import cost_of
+from nasengine.interfaces import Arch, Space, Supernet, Task
+from nasengine.protocol import distributed, seeds
+from nasengine.protocol.distillation import distill, inherit_shared, supports_distillation
+from nasengine.protocol.path_sampling import paths_for
+from nasengine.protocol.preflight import check_run
+from nasengine.protocol.search import CandidateEvaluator, run_search
+from nasengine.protocol.seeds import arch_salt, derived_seed
+from nasengine.protocol.training import Diverged, train
+from nasengine.report.build import write_report
+from nasengine.rundir.checkpoint import (
     load_checkpoint,
     read_json,
     remove_stale_temp_files,
@@ -30,14 +40,7 @@ from nasengine.checkpoint import (
     verify_checkpoint,
     write_json,
 )
-from nasengine.config import RunConfig, scale_schedule
-from nasengine.distill import distill, inherit_shared, supports_distillation
-from nasengine.errors import NasEngineError
-from nasengine.flops import cost_of
-from nasengine.interfaces import Arch, Space, Supernet, Task
-from nasengine.preflight import check_run
-from nasengine.report import write_report
-from nasengine.run_layout import (
+from nasengine.rundir.layout import (
     CHECKPOINT,
     DONE,
     PHASES,
@@ -48,11 +51,9 @@ from nasengine.run_layout import (
     TEST,
     RunLayout,
 )
-from nasengine.run_lock import RunLock
-from nasengine.sampling import paths_for
-from nasengine.search import CandidateEvaluator, run_search
-from nasengine.seeds import arch_salt, derived_seed
-from nasengine.training import Diverged, train
+from nasengine.rundir.lock import RunLock
+from nasengine.settings import config as configuration
+from nasengine.settings.config import RunConfig, scale_schedule
 
 
 class Run:
@@ -69,7 +70,7 @@ class Run:
     def create(cls, directory: str | Path, config: RunConfig) -> Run:
         """Start a run in ``directory``, or continue the one there if it has the same configuration.
 
-        Everything is checked (:func:`nasengine.preflight.check_run`) before the directory is touched; the
+        Everything is checked (:func:`nasengine.protocol.preflight.check_run`) before the directory is touched; the
         run then holds the directory's lock until the process ends.
         """
         directory = Path(directory)
@@ -104,7 +105,7 @@ class Run:
         return cls(directory, configuration.load(path))
 
     def check(self) -> None:
-        """Everything the run needs, checked before anything is trained (see :mod:`nasengine.preflight`)."""
+        """Everything the run needs, checked before anything is trained (see :mod:`nasengine.protocol.preflight`)."""
         check_run(self)
 
     def claim(self) -> None:

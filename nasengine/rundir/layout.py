@@ -3,12 +3,12 @@
 ::
 
     RUN_DIR/
-      config.toml                     the resolved configuration (nasengine.config)
-      .lock                           one writer at a time (nasengine.run_lock)
+      config.toml                     the resolved configuration (nasengine.settings.config)
+      .lock                           one writer at a time (nasengine.rundir.lock)
       pretrain/   checkpoint.pt log.jsonl supernet.pt done.json   [teacher/ distill/ with sampling = "distill"]
       finetune/   checkpoint.pt log.jsonl supernet.pt done.json
       search/     history.jsonl best.json done.json
-      search-<strategy>/              a second search on the same supernet (nasengine.search_compare)
+      search-<strategy>/              a second search on the same supernet (nasengine.studies.search_compare)
       retrain/    <entry>/{pretrain,finetune}/ <entry>/test.json summary.json done.json
       rank_check/ <arch>-s<scale>/    standalone networks of `nasengine rank-check`
       report/     summary.json summary.md *.png rank_check.json

@@ -9,9 +9,9 @@ teacher's input at that position and its sampled choice is trained to reproduce 
 there (mean squared error relative to the target's energy, summed over positions). Every choice of
 every position is trained on the same inputs and targets, so they become interchangeable, and any
 path composed of them starts out close to the teacher. End-to-end uniform training then takes over
-(:func:`nasengine.training.train`).
+(:func:`nasengine.protocol.training.train`).
 
-The loop is resumable and deterministic like :func:`nasengine.training.train`: the batch order and the
+The loop is resumable and deterministic like :func:`nasengine.protocol.training.train`: the batch order and the
 paths are seeded from ``(seed, iteration)``.
 """
 
@@ -26,15 +26,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from nasengine import console, distributed
-from nasengine.config import Schedule
+from nasengine import console
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Supernet, Task
-from nasengine.run_layout import CHECKPOINT, LOG
-from nasengine.sampling import uniform_path
-from nasengine.seeds import ITERATION, derived_seed
-from nasengine.tensorboard import Board
-from nasengine.training import (
+from nasengine.protocol import distributed
+from nasengine.protocol.path_sampling import uniform_path
+from nasengine.protocol.seeds import ITERATION, derived_seed
+from nasengine.protocol.tensorboard import Board
+from nasengine.protocol.training import (
     Diverged,
     ResumableBatchSampler,
     batch_images,
@@ -43,6 +42,8 @@ from nasengine.training import (
     save_training_state,
     state_overflow,
 )
+from nasengine.rundir.layout import CHECKPOINT, LOG
+from nasengine.settings.config import Schedule
 
 
 class _Captured(Exception):

@@ -28,12 +28,12 @@ from typing import Any
 from rich.table import Table
 
 from nasengine import registry
-from nasengine.config import SearchConfig
-from nasengine.defaults import RANDOM_STRATEGY
 from nasengine.errors import NasEngineError
-from nasengine.history import read_history
 from nasengine.interfaces import Strategy
-from nasengine.run_layout import RunLayout
+from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import RunLayout
+from nasengine.settings.config import SearchConfig
+from nasengine.settings.defaults import RANDOM_STRATEGY
 
 DEFAULT_TOP_K = 10
 COMPARED_STRATEGY = RANDOM_STRATEGY  # the comparison the report draws: the run's search against random search
@@ -113,7 +113,7 @@ def comparison_k(search: SearchConfig, *lengths: int) -> int:
 
 def _histories(directory: Path, strategy: str) -> tuple[SearchConfig, dict[str, list[float]]]:
     """The run's search settings and the scores of its own search and of ``search-<strategy>/``."""
-    from nasengine import config as configuration
+    from nasengine.settings import config as configuration
 
     layout = RunLayout(directory)
     search = configuration.load(layout.config).search

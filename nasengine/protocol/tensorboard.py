@@ -20,7 +20,8 @@ from typing import Any
 
 from rich.markup import escape
 
-from nasengine import console, distributed
+from nasengine import console
+from nasengine.protocol import distributed
 
 FLUSH_SECONDS = 10  # how stale `tensorboard --logdir runs/` may be while a phase runs
 OFF = "TensorBoard off: pip install 'nasengine[tensorboard]' to write RUN_DIR/tb/"

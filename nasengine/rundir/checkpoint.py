@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from nasengine.errors import NasEngineError
-from nasengine.run_layout import CONFIG, PHASES
+from nasengine.rundir.layout import CONFIG, PHASES
 
 TEMP_PREFIX = ".tmp-"
 TRAILER_MARK = b"\nNASENGINE-SHA256:"
@@ -68,7 +68,7 @@ def is_stale_temp_file(name: str) -> bool:
 def remove_stale_temp_files(directory: str | Path) -> int:
     """Delete the temporary files killed writes left anywhere under ``directory``; return how many.
 
-    Call it only while holding the run directory's lock (:mod:`nasengine.run_lock`): a temporary
+    Call it only while holding the run directory's lock (:mod:`nasengine.rundir.lock`): a temporary
     file of a write in progress looks exactly like a stale one.
     """
     removed = 0

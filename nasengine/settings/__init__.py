@@ -1,0 +1,1 @@
+"""How a run is configured: the resolved configuration, the presets and built-in names, KEY=VALUE options."""
