@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasengine.protocol.engine import Run
-from nasengine.rundir.checkpoint import read_json
+from nasengine.rundir.records import read_json
 
 FOLDER = "rank-check-reseeded"
 SEED_OFFSET = 1000

@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nasengine.protocol.engine import Run
-from nasengine.rundir.checkpoint import read_json
 from nasengine.rundir.layout import SUMMARY, TEST
+from nasengine.rundir.records import read_json
 from nasengine.settings.config import Schedule
 
 FOLDER = "retrain-variants"

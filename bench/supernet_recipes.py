@@ -26,7 +26,8 @@ from rich.table import Table
 
 from nasengine.protocol.bn_calibration import recalibrate_bn
 from nasengine.protocol.engine import Run
-from nasengine.rundir.checkpoint import load_checkpoint, read_json
+from nasengine.rundir.checkpoint import load_checkpoint
+from nasengine.rundir.records import read_json
 from nasengine.settings import config as configuration
 
 

@@ -155,6 +155,7 @@ def check(
     classification task; with --space, the task is checked on the space's baseline network.
     """
     from nasengine import testing
+    from nasengine.interfaces import implements
 
     for given, option, name in (
         (space_options, "--space-option", space_name),
@@ -170,7 +171,7 @@ def check(
         detection = task is None or task.kind == "detection"
         testing.check_space(space, detection=detection)
         maps = "4 feature maps at strides 4/8/16/32" if detection else f"{len(space.out_channels)} feature maps"
-        flops = "FLOPs table = full trace" if testing.has_cost_parts(space) else "FLOPs by full trace"
+        flops = "FLOPs table = full trace" if implements(space, "cost_parts") else "FLOPs by full trace"
         _passed(f"space {space.name}: attributes, supernet = extracted network, {maps}, {flops}")
     if task is not None:
         backbone = out_channels = None
@@ -220,7 +221,11 @@ def data_show(
 @task_option
 def data_stats(task_name: str, data_root: str | None, task_options) -> None:
     """Counts of images (and objects) per split and class."""
+    from nasengine.interfaces import implements
+
     task = _task(task_name, data_root, task_options)
+    if not implements(task, "split_stats"):
+        raise NasEngineError(f"task {task_name!r} does not report split statistics (it does not implement split_stats)")
     stats = {split: task.split_stats(split) for split in task.splits}
     keys = list(dict.fromkeys(key for counts in stats.values() for key in counts))
     table = Table(title=f"{task_name}", title_justify="left")

@@ -33,7 +33,7 @@ from torch import nn
 from nasengine import console
 from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
-from nasengine.rundir.checkpoint import write_json
+from nasengine.rundir.records import write_json
 from nasengine.rundir.retrained import Retrained, load_retrained
 
 FORMATS = ("torchscript", "onnx", "safetensors")

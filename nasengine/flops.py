@@ -37,7 +37,7 @@ from torch import nn
 
 from nasengine.cache import cache_dir
 from nasengine.errors import NasEngineError
-from nasengine.interfaces import Arch, Space
+from nasengine.interfaces import Arch, Space, implements
 
 FORMAT = 1
 """Version of the table's JSON layout and counting rules; part of every cache key."""
@@ -96,7 +96,7 @@ class CostTable:
 
     @classmethod
     def build(cls, space: Space, image_size: int) -> CostTable:
-        """Trace every part ``space.cost_parts(image_size)`` yields (raises NotImplementedError without it).
+        """Trace every part ``space.cost_parts(image_size)`` yields (a space that ``implements`` it).
 
         A module yielded again with the same input shape is traced once (spaces share one module between
         identical positions); weak keys keep a freed module's id from aliasing a new one.
@@ -352,14 +352,10 @@ def agrees_with_trace(space: Space, table: CostTable, image_size: int, arch: Arc
     return expected == Cost(trace_flops(network, image_size), count_params(network))
 
 
-def _has_cost_parts(space: Space) -> bool:
-    return type(space).cost_parts is not Space.cost_parts
-
-
 def cost_of(space: Space, arch: Arch, image_size: int = 224) -> Cost:
     """FLOPs and parameters of ``space.build_network(arch)`` at ``image_size``: a table lookup, or a full
     trace (remembered) when the space does not implement ``cost_parts``."""
-    if _has_cost_parts(space):
+    if implements(space, "cost_parts"):
         return cost_table(space, image_size).cost(arch)
     key = (_memory_key(space, image_size), tuple(arch))
     if key not in _traced:
@@ -370,7 +366,7 @@ def cost_of(space: Space, arch: Arch, image_size: int = 224) -> Cost:
 
 def flops_range(space: Space, image_size: int = 224) -> tuple[int, int]:
     """``(min, max)`` FLOPs over every architecture of the space."""
-    if not _has_cost_parts(space):
+    if not implements(space, "cost_parts"):
         raise NasEngineError(
             f"space {space.name!r} does not implement cost_parts, so its FLOPs range is unknown; "
             "implement Space.cost_parts (per-choice modules with their input shapes) to get it"

@@ -17,6 +17,9 @@ The rules every plugin keeps are written on the classes below; in short:
 - **batches**: ``(images, targets)``, images first — a ``(N, C, H, W)`` tensor or a list of N ``(C, H, W)``
   tensors — so ``len(batch[0])`` counts the images (BN recalibration and images/s rely on it).
 - **scores**: ``Task.evaluate`` returns a dict of floats with ``score``, higher is better.
+- **optional methods** (``Supernet.distill_pairs``, ``Space.cost_parts``, ``Task.split_stats``, marked
+  ``@optional`` below): a plugin may leave them out; the engine asks ``implements(plugin, "cost_parts")``
+  before it relies on one, and says in one line what the missing method costs.
 - **strategies**: every architecture ``ask`` returns is a sequence of ``len(choices)`` legal choice
   indices, satisfies ``constraint``, and was never asked before; the sequence depends only on the seed
   and the scores told. A strategy that cannot find a legal new architecture raises
@@ -58,16 +61,30 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from nasengine.errors import NasEngineError
 
 Arch = tuple[int, ...]
 """One choice index per searchable position, e.g. 20 ints in 0..3."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def optional(method: _Method) -> _Method:
+    """Marks a method of the contract that a plugin may leave out; :func:`implements` says whether it did."""
+    method.__nasengine_optional__ = True  # type: ignore[attr-defined]
+    return method
+
+
+def implements(plugin: object, method: str) -> bool:
+    """Whether ``plugin`` provides ``method``: defined, and not the contract's unimplemented optional one."""
+    found = getattr(type(plugin), method, None)
+    return found is not None and not getattr(found, "__nasengine_optional__", False)
 
 
 class Supernet(nn.Module):
@@ -83,6 +100,7 @@ class Supernet(nn.Module):
     def activate(self, arch: Arch) -> None:
         self.arch = tuple(int(c) for c in arch)
 
+    @optional
     def distill_pairs(
         self, teacher: nn.Module, inputs: torch.Tensor, arch: Arch
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -94,7 +112,7 @@ class Supernet(nn.Module):
         ``arch[i]``, and return one ``(supernet_output, teacher_output)`` pair per position. A space that
         does not override this cannot use ``"distill"`` (the run is refused before training).
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement distill_pairs")
 
 
 class Space(ABC):
@@ -163,6 +181,7 @@ class Space(ABC):
     def extract_network(self, supernet: Supernet, arch: Arch) -> nn.Module:
         """``build_network(arch)`` with the path's weights (and BN buffers) copied from ``supernet``."""
 
+    @optional
     def cost_parts(self, image_size: int) -> Iterator[tuple[int | None, int | None, nn.Module, tuple[int, ...]]]:
         """Modules to count FLOPs on, each with its input shape, for the lookup table.
 
@@ -173,7 +192,7 @@ class Space(ABC):
         the space's FLOPs range is unknown). The parts must add up exactly to that full trace for every
         architecture: yield each module ``build_network`` runs, with the input shape it gets there.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"space {self.name!r} does not implement cost_parts")
 
 
 class Task(ABC):
@@ -224,28 +243,20 @@ class Task(ABC):
         """How samples become a batch, ``(images, targets)`` (detection tasks keep lists of both)."""
         return torch.utils.data.default_collate(batch)
 
-    def loader(
-        self,
-        split: str,
-        *,
-        train: bool,
-        batch_size: int | None = None,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> DataLoader:
-        """A DataLoader for ``split``; shuffled (and sharded across ranks under DDP) when ``train``."""
+    def loader(self, split: str, *, train: bool, batch_size: int | None = None, seed: int = 0) -> DataLoader:
+        """A DataLoader over ``split`` (shuffled with ``seed`` when ``train``), batched with :meth:`collate`.
+
+        For evaluation and for a plugin's own tests; the engine's training phases draw their batches through
+        their own resumable sampler."""
         data = self.dataset(split, train=train)
-        sampler = _shard_sampler(data, seed) if train else None
-        generator = torch.Generator().manual_seed(seed)
+        size = batch_size or self.batch_size
         return DataLoader(
             data,
-            batch_size=batch_size or self.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and len(data) >= (batch_size or self.batch_size),  # type: ignore[arg-type]
+            batch_size=size,
+            shuffle=train,
+            drop_last=train and len(data) >= size,  # type: ignore[arg-type]
             collate_fn=self.collate,
-            num_workers=num_workers,
-            generator=generator,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     @abstractmethod
@@ -269,6 +280,7 @@ class Task(ABC):
         for split in self.splits:
             self.dataset(split, train=False)
 
+    @optional
     def split_stats(self, split: str) -> dict[str, int]:
         """Counts for ``nasengine data stats``: ``images`` plus one entry per class name."""
         raise NotImplementedError(f"task {self.name!r} does not report split statistics")
@@ -341,16 +353,3 @@ class Strategy(ABC):
     def tell(self, results: list[tuple[Arch, float]]) -> None:
         """Scores (higher is better; NaN ranks last) of candidates from the last ``ask``, in any order and
         possibly over several calls; the engine tells every candidate before asking again."""
-
-
-def _shard_sampler(data: Dataset, seed: int) -> DistributedSampler | None:
-    """A shuffling sampler that shards ``data`` across the ranks of a DDP process group, or None outside one."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    return DistributedSampler(
-        data,
-        num_replicas=torch.distributed.get_world_size(),
-        rank=torch.distributed.get_rank(),
-        shuffle=True,
-        seed=seed,
-    )

@@ -31,7 +31,7 @@ from torch import nn
 
 from nasengine.arch import format_arch
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
-from nasengine.interfaces import Arch, Space, Strategy, Task
+from nasengine.interfaces import Arch, Space, Strategy, Task, implements
 
 __all__ = [
     "STRIDES",
@@ -42,7 +42,6 @@ __all__ = [
     "check_task",
     "fake_constraint",
     "fake_score",
-    "has_cost_parts",
     "sample_archs",
 ]
 
@@ -85,7 +84,7 @@ def check_space(
         images = torch.randn(2, 3, image_size, image_size)
         for arch in sample_archs(space.choices, samples):
             network = _check_path(space, who, supernet, arch, images, detection)
-            if has_cost_parts(space):
+            if implements(space, "cost_parts"):
                 _check_cost(space, who, arch, network, flops_image_size or image_size)
 
 
@@ -298,11 +297,6 @@ def _check_same_weights(who: str, text: str, built: nn.Module, extracted: nn.Mod
         f"weights ({detail}); extract_network must return build_network(arch) with the path's "
         "weights copied in"
     )
-
-
-def has_cost_parts(space: Space) -> bool:
-    """Whether ``space`` implements ``cost_parts`` (its FLOPs come from a table, checked against full traces)."""
-    return type(space).cost_parts is not Space.cost_parts
 
 
 def _check_cost(space: Space, who: str, arch: Arch, network: nn.Module, image_size: int) -> None:

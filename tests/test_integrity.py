@@ -10,13 +10,11 @@ import pytest
 import torch
 
 from nasengine.errors import NasEngineError
+from nasengine.rundir.atomic import atomic_write, is_stale_temp_file, remove_stale_temp_files
 from nasengine.rundir.checkpoint import (
     CODE_RUNNING,
     TRAILER_LENGTH,
-    atomic_write,
-    is_stale_temp_file,
     load_checkpoint,
-    remove_stale_temp_files,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -112,13 +110,9 @@ def test_code_running_pickle_is_refused_in_one_line(tmp_path, save):
 
 def test_stale_temp_files_are_removed_and_real_files_kept(tmp_path):
     stale = [
-        ".checkpoint.pt.abc12345",
-        ".done.json.xyz_9876",
-        "search/.history.jsonl.q1w2e3r4",
-        ".config.toml.k2j3m4n5",
-        "pretrain/.supernet.pt.a1b2c3d4",
         "pretrain/.tmp-checkpoint.pt.zz99yy88",
         ".tmp-summary.json.0a_b1c2d",
+        "search/.tmp-history.jsonl.q1w2e3r4",
     ]
     kept = [
         ".lock",

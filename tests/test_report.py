@@ -14,7 +14,8 @@ from nasengine.cli import cli
 from nasengine.errors import NasEngineError
 from nasengine.report.arch_figure import block_boxes, space_layout
 from nasengine.report.build import report_run, training_logs
-from nasengine.report.figures import generation_ends, pareto_front, read_log
+from nasengine.report.figures import generation_ends, pareto_front
+from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
 from nasengine.studies.random_baseline import check_compare, write_baseline
 
@@ -184,7 +185,7 @@ def test_training_logs_cover_every_phase_in_protocol_order_and_skip_a_torn_line(
         f"retrain/{BASELINE}/pretrain",
         f"retrain/{BASELINE}/finetune",
     ]
-    assert [r["iteration"] for r in read_log(run / "pretrain" / "log.jsonl")] == list(range(1, 41))
+    assert [r["iteration"] for r in read_training_log(run / "pretrain" / "log.jsonl")] == list(range(1, 41))
 
 
 def test_generation_ends_count_the_candidates_at_each_generations_end():

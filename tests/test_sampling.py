@@ -8,7 +8,8 @@ from resume_check import assert_resume_matches
 
 from nasengine import registry
 from nasengine.errors import NasEngineError
-from nasengine.protocol.distillation import backbone_input, inherit_shared, supports_distillation
+from nasengine.interfaces import Supernet, implements
+from nasengine.protocol.distillation import backbone_input, inherit_shared
 from nasengine.protocol.engine import Run
 from nasengine.protocol.path_sampling import fair_paths, paths_for, uniform_path
 from nasengine.settings import config as configuration
@@ -60,7 +61,8 @@ def test_presets_sampling():
 
 def test_shufflenet_distill_pairs_follow_the_teacher_position_by_position():
     space = registry.create("space", "shufflenet-small")
-    assert supports_distillation(space.build_supernet())
+    assert implements(space.build_supernet(), "distill_pairs")
+    assert not implements(Supernet(), "distill_pairs")  # the contract's optional method, left out
     torch.manual_seed(0)
     supernet, teacher = space.build_supernet(), space.build_network((0,) * 20)
     arch = uniform_path(space.choices, 0, 0)

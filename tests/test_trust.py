@@ -130,7 +130,7 @@ def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "pretrain").mkdir(parents=True)
     configuration.save(config, run_dir / "config.toml")
-    leftovers = [run_dir / "pretrain" / ".checkpoint.pt.x8k2p1_a", run_dir / ".done.json.q0a9zz7w"]
+    leftovers = [run_dir / "pretrain" / ".tmp-checkpoint.pt.x8k2p1_a", run_dir / ".tmp-done.json.q0a9zz7w"]
     for path in leftovers:
         path.write_bytes(b"partial")
     keep = run_dir / "pretrain" / "checkpoint.pt.txt"

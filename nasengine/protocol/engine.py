@@ -23,23 +23,17 @@ from nasengine import console, registry
 from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
 from nasengine.flops import cost_of
-from nasengine.interfaces import Arch, Space, Supernet, Task
+from nasengine.interfaces import Arch, Space, Supernet, Task, implements
 from nasengine.protocol import distributed, seeds
-from nasengine.protocol.distillation import distill, inherit_shared, supports_distillation
+from nasengine.protocol.distillation import distill, inherit_shared
 from nasengine.protocol.path_sampling import paths_for
 from nasengine.protocol.preflight import check_run
 from nasengine.protocol.search import CandidateEvaluator, run_search
 from nasengine.protocol.seeds import arch_salt, derived_seed
 from nasengine.protocol.training import Diverged, train
 from nasengine.report.build import write_report
-from nasengine.rundir.checkpoint import (
-    load_checkpoint,
-    read_json,
-    remove_stale_temp_files,
-    save_checkpoint,
-    verify_checkpoint,
-    write_json,
-)
+from nasengine.rundir.atomic import remove_stale_temp_files
+from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from nasengine.rundir.layout import (
     CHECKPOINT,
     DONE,
@@ -52,6 +46,7 @@ from nasengine.rundir.layout import (
     RunLayout,
 )
 from nasengine.rundir.lock import RunLock
+from nasengine.rundir.records import read_json, write_json
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig, scale_schedule
 
@@ -219,31 +214,37 @@ class Run:
     def _train_phase(
         self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, supernet=None
     ) -> dict:
-        started = time.perf_counter()
+        """Train ``model`` (a supernet's model when ``supernet`` is given) on ``task``; ``done.json``'s figures."""
         setting = f"{'pretrain' if task is self.pretrain_task else 'finetune'}_schedule.lr"
+        return self._timed_training(
+            phase_dir,
+            setting,
+            schedule.iterations,
+            lambda: train(
+                distributed.convert_sync_batchnorm(model, self.device),
+                task,
+                task.dataset("train", train=True),
+                schedule,
+                phase_dir,
+                seed=derived_seed(self.config.seed, salt),
+                device=self.device,
+                description=label,
+                paths=self._path_sampler(schedule, salt) if supernet is not None else None,
+                activate=supernet.activate if supernet is not None else None,
+                workers=self.config.data_workers,
+                tensorboard=self.layout.tensorboard_of(phase_dir),
+            ),
+        )
+
+    def _timed_training(self, phase_dir: Path, setting: str, iterations: int, training) -> dict[str, Any]:
+        """Run ``training()``; a divergence becomes the error naming ``setting`` and the command that redoes
+        the phase. Returns the iterations, the final statistics and the seconds it took."""
+        started = time.perf_counter()
         try:
-            figures = self._train(phase_dir, model, task, schedule, salt, label, supernet)
+            final = training()
         except Diverged as error:
             raise self._diverged(error, phase_dir, setting) from None
-        return {"iterations": schedule.iterations, "final": figures, "seconds": round(time.perf_counter() - started, 1)}
-
-    def _train(
-        self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, supernet=None
-    ) -> dict:
-        return train(
-            distributed.convert_sync_batchnorm(model, self.device),
-            task,
-            task.dataset("train", train=True),
-            schedule,
-            phase_dir,
-            seed=derived_seed(self.config.seed, salt),
-            device=self.device,
-            description=label,
-            paths=self._path_sampler(schedule, salt) if supernet is not None else None,
-            activate=supernet.activate if supernet is not None else None,
-            workers=self.config.data_workers,
-            tensorboard=self.layout.tensorboard_of(phase_dir),
-        )
+        return {"iterations": iterations, "final": final, "seconds": round(time.perf_counter() - started, 1)}
 
     def _path_sampler(self, schedule, salt: int):
         seed = derived_seed(self.config.seed, salt)
@@ -289,7 +290,7 @@ class Run:
         with the distilled supernet and the teacher's stem and head."""
         schedule = self.config.pretrain_schedule
         iterations = max(1, round(schedule.iterations * schedule.distill_fraction))
-        if not supports_distillation(supernet):
+        if not implements(supernet, "distill_pairs"):
             raise NasEngineError(
                 f"space {self.config.space!r} cannot be distilled (its supernet has no distill_pairs); "
                 "set pretrain_schedule.sampling to 'uniform' or 'fair'"
@@ -316,9 +317,12 @@ class Run:
             self._mark_done(teacher_dir, info)
         teacher_model.load_state_dict(load_checkpoint(teacher_dir / CHECKPOINT)["model"])
         inherit_shared(model, teacher_model)
-        started = time.perf_counter()
-        try:
-            figures = distill(
+        distill_dir = phase_dir / "distill"
+        info = self._timed_training(
+            distill_dir,
+            "pretrain_schedule.distill_lr",
+            iterations,
+            lambda: distill(
                 model,
                 supernet,
                 teacher_model,
@@ -328,20 +332,14 @@ class Run:
                 self.space.choices,
                 schedule,
                 iterations,
-                phase_dir / "distill",
+                distill_dir,
                 seed=derived_seed(self.config.seed, seeds.DISTILL),
                 description=f"distill supernet from {self.space.baseline_name}",
                 workers=self.config.data_workers,
-                tensorboard=self.layout.tensorboard_of(phase_dir / "distill"),
-            )
-        except Diverged as error:
-            raise self._diverged(error, phase_dir / "distill", "pretrain_schedule.distill_lr") from None
-        return {
-            "iterations": iterations,
-            "teacher": self.space.baseline_name,
-            "final": figures,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+                tensorboard=self.layout.tensorboard_of(distill_dir),
+            ),
+        )
+        return {"iterations": iterations, "teacher": self.space.baseline_name, **info}
 
     def finetune(self) -> None:
         """Step 2: path-wise supernet fine-tuning on the detection task (skipped for ClsNASNet search)."""

@@ -33,9 +33,9 @@ from nasengine.interfaces import Arch, Space, Supernet, Task
 from nasengine.protocol import distributed
 from nasengine.protocol.bn_calibration import recalibrate_bn
 from nasengine.protocol.tensorboard import Board
-from nasengine.rundir.checkpoint import write_json
 from nasengine.rundir.history import History
 from nasengine.rundir.layout import BEST, HISTORY
+from nasengine.rundir.records import write_json
 from nasengine.settings.config import SearchConfig
 
 

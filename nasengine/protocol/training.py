@@ -1,20 +1,26 @@
-"""Iteration-based SGD training, path-wise for supernets, resumable and deterministic by seed.
+"""The one training loop, resumable and deterministic by seed, and the path-wise SGD phase built on it.
 
-One loop serves every phase: supernet pre-training and fine-tuning (the paths of each iteration come
-from :mod:`nasengine.protocol.path_sampling`; several paths in one iteration are averaged into one update) and the
-retraining of a standalone network (no sampling). Gradients are cleared to ``None``
-so the parameters of paths not taken get no gradient, no momentum and no weight decay. Everything random
-in an iteration (the path, the batch order, augmentation, dropout, detector sampling) is seeded from
-``(seed, iteration)``, so a run resumed from a checkpoint continues exactly as an uninterrupted one.
+:func:`run_loop` trains for a fixed number of iterations and owns everything a phase must not do
+differently: resuming from ``checkpoint.pt``, the batch order (:class:`ResumableBatchSampler`), seeding
+each iteration from ``(seed, iteration)`` (the path, augmentation, dropout and detector sampling then do
+not depend on where a run was interrupted), the divergence checks, the progress bar, the JSON-lines log,
+TensorBoard, the checkpoint cadence and the gradient reduction across ranks. A phase gives it a
+:class:`Loop` (paths, sizes, names), an optimizer, a learning-rate schedule and a step: the loss of one
+batch. Every phase that trains uses it: supernet pre-training and fine-tuning and the standalone networks
+(:func:`train`: SGD, path-wise for supernets) and block-wise distillation
+(:mod:`nasengine.protocol.distillation`: Adam).
+
+Gradients are cleared to ``None`` at each iteration, so the parameters of paths not taken get no
+gradient, no momentum and no weight decay.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,29 @@ from nasengine.protocol.seeds import ITERATION, derived_seed
 from nasengine.protocol.tensorboard import Board
 from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint
 from nasengine.rundir.layout import CHECKPOINT, LOG
+from nasengine.rundir.records import JsonLinesWriter
+from nasengine.rundir.training_log import truncate_training_log
 from nasengine.settings.config import Schedule
+
+Step = Callable[[nn.Module, int, Any], tuple[torch.Tensor, float]]
+"""``step(model, iteration, batch) -> (loss, logged)``: the loss to back-propagate and the value to log."""
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What a training phase tells :func:`run_loop` besides its optimizer, schedule and step."""
+
+    description: str  # the progress bar's label and the phase named in errors
+    out_dir: Path  # checkpoint.pt and log.jsonl
+    iterations: int
+    batch_size: int
+    checkpoint_every: int
+    seed: int  # the batch order and every iteration's torch seed
+    loss_name: str = "loss"  # the loss's key in the log, the checkpoint's statistics and done.json
+    loss_label: str = "loss"  # the loss in a divergence error ("the loss became nan")
+    smoothed: bool = True  # report the exponential moving average of the loss (0.9 old, 0.1 new), not the last
+    workers: int = 0  # DataLoader worker processes (augmentation is then seeded per worker, not per iteration)
+    tensorboard: Path | None = None  # the phase's TensorBoard folder
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -55,9 +83,12 @@ def learning_rate(schedule: Schedule, base_lr: float, iteration: int) -> float:
         lr = base_lr * 0.1**passed
     else:
         raise NasEngineError(f"unknown lr_schedule {schedule.lr_schedule!r}; use 'linear' or 'step'")
-    if iteration < schedule.warmup_iterations:
-        lr *= (1 + iteration) / schedule.warmup_iterations
-    return lr
+    return lr * warmup_factor(schedule.warmup_iterations, iteration)
+
+
+def warmup_factor(warmup_iterations: int, iteration: int) -> float:
+    """The linear warm-up's factor at ``iteration``: ``(1 + iteration) / warmup_iterations`` during it, else 1."""
+    return (1 + iteration) / warmup_iterations if iteration < warmup_iterations else 1.0
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -146,6 +177,84 @@ def batch_images(batch: Any) -> int:
     return len(first)
 
 
+def run_loop(
+    loop: Loop,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_at: Callable[[int], float],
+    data: Dataset,
+    collate: Callable[[list], Any],
+    step: Step,
+    *,
+    ddp: bool = True,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Train ``model`` for ``loop.iterations`` from its newest checkpoint in ``loop.out_dir`` (if any).
+
+    Each iteration sets every parameter group's learning rate to ``lr_at(iteration)``, clears the
+    gradients, calls ``step(model, iteration, batch)`` and applies the optimizer. Under DDP the step gets the
+    model wrapped in ``DistributedDataParallel`` on ``device`` (``ddp``), whose backward pass averages the gradients; a
+    step that does not run the model's forward (distillation) sets ``ddp`` False and the loop averages
+    the optimizer's gradients itself. Writes ``checkpoint.pt`` every ``loop.checkpoint_every`` iterations
+    and at the end, ``log.jsonl`` (one line per iteration) and TensorBoard scalars; returns the final
+    statistics (the loss, ``lr``, ``img/s``), which a finished phase's ``done.json`` keeps.
+    """
+    loop.out_dir.mkdir(parents=True, exist_ok=True)
+    start, stats = resume_training_state(model, optimizer, loop.out_dir, loop.iterations, loop.description)
+    saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
+    stepped = _wrap_for_ddp(model, device or torch.device("cpu")) if ddp else model
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    sampler = ResumableBatchSampler(len(data), loop.batch_size, loop.seed, start, loop.iterations)  # type: ignore[arg-type]
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=loop.workers)
+    model.train()
+    shown = stats.get(loop.loss_name, math.nan)  # a smoothed loss continues across a resume
+    with (
+        console.progress(loop.iterations, loop.description) as bar,
+        JsonLinesWriter(loop.out_dir / LOG if distributed.is_main() else None) as log,
+        Board(loop.tensorboard, first_step=start + 1) as board,
+    ):
+        bar.update(start)
+        batches = iter(loader)
+        for iteration in range(start, loop.iterations):
+            tick = time.perf_counter()
+            torch.manual_seed(derived_seed(loop.seed, ITERATION, iteration))
+            batch = next(batches)
+            lr = lr_at(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss, value = step(stepped, iteration, batch)
+            if not torch.isfinite(loss):
+                raise _diverged(loop, iteration, lr, f"the {loop.loss_label} became {loss.item()}", saved_at)
+            loss.backward()
+            if not ddp:
+                distributed.average_gradients(parameters)
+            optimizer.step()
+            if overflow_check_due(iteration, loop.checkpoint_every, loop.iterations):
+                overflow = state_overflow(model)
+                if overflow:
+                    raise _diverged(loop, iteration, lr, overflow, saved_at)
+            images_per_s = batch_images(batch) * distributed.world_size() / (time.perf_counter() - tick)
+            shown = value if not loop.smoothed or math.isnan(shown) else 0.9 * shown + 0.1 * value
+            stats = {loop.loss_name: shown, "lr": lr, "img/s": images_per_s}
+            bar.update(iteration + 1, loss=shown, **{"img/s": images_per_s})
+            log.write({"iteration": iteration + 1, loop.loss_name: value, "lr": lr, "images_per_s": images_per_s})
+            board.scalars(iteration + 1, **{loop.loss_name: value}, lr=lr, images_per_s=images_per_s)
+            done = iteration + 1
+            if done % loop.checkpoint_every == 0 and done < loop.iterations:
+                board.flush()
+                save_training_state(model, optimizer, done, loop.out_dir / CHECKPOINT, stats)
+                saved_at = done
+    if start < loop.iterations:
+        save_training_state(model, optimizer, loop.iterations, loop.out_dir / CHECKPOINT, stats)
+    return stats
+
+
+def _diverged(loop: Loop, iteration: int, lr: float, what: str, saved_at: int | None) -> Diverged:
+    checkpoint = loop.out_dir / CHECKPOINT if saved_at else None
+    return Diverged(loop.description, iteration, lr, what, checkpoint, saved_at)
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -161,90 +270,44 @@ def train(
     workers: int = 0,
     tensorboard: Path | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` with ``task.loss`` for ``schedule.iterations``; resume from ``out_dir`` if possible.
+    """Train ``model`` with ``task.loss`` and SGD for ``schedule.iterations`` (see :func:`run_loop`).
 
     Supernets: ``paths(iteration)`` lists that iteration's paths and ``activate(arch)`` selects one before
     its forward pass; the losses of several paths are averaged in one graph, so one backward pass (and
-    one DDP gradient reduction) covers them all.
-    Writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and ``log.jsonl`` (one line per
-    logged iteration), and the same figures to TensorBoard in the folder ``tensorboard`` if given;
-    returns the final training figures. With ``workers`` > 0 the data is loaded in worker processes
-    (needed for JPEG datasets); augmentation is then seeded per worker, not per iteration.
+    one DDP gradient reduction) covers them all. Without ``paths`` the model is a plain network.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     base_lr = (
         schedule.lr
         if schedule.lr is not None
         else task.base_lr * schedule.batch_size * distributed.world_size() / task.base_batch_size
     )
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
-    checkpoint_path = out_dir / CHECKPOINT
-    start, figures = resume_training_state(model, optimizer, out_dir, schedule.iterations, description)
-    saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
 
-    trained = _wrap_for_ddp(model, device)
-    sampler = ResumableBatchSampler(len(data), schedule.batch_size, seed, start, schedule.iterations)  # type: ignore[arg-type]
-    loader = DataLoader(
-        data, batch_sampler=sampler, collate_fn=task.collate, num_workers=workers, persistent_workers=False
+    def step(stepped: nn.Module, iteration: int, batch: Any) -> tuple[torch.Tensor, float]:
+        archs: Sequence[Arch | None] = paths(iteration) if paths is not None else [None]
+        loss = _mean_loss(stepped, task, batch, archs, activate)
+        return loss, float(loss.detach())
+
+    loop = Loop(
+        description,
+        out_dir,
+        schedule.iterations,
+        schedule.batch_size,
+        schedule.checkpoint_every,
+        seed,
+        workers=workers,
+        tensorboard=tensorboard,
     )
-    model.train()
-    smoothed = figures.get("loss", math.nan)  # the smoothed loss continues across a resume
-    with (
-        console.progress(schedule.iterations, description) as bar,
-        open(out_dir / LOG, "a") as log_file,
-        Board(tensorboard, first_step=start + 1) as board,
-    ):
-        bar.update(start)
-        batches = iter(loader)
-        for iteration in range(start, schedule.iterations):
-            tick = time.perf_counter()
-            torch.manual_seed(derived_seed(seed, ITERATION, iteration))
-            batch = next(batches)
-            archs = paths(iteration) if paths is not None else [None]
-            lr = learning_rate(schedule, base_lr, iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss = _mean_loss(trained, task, batch, archs, activate)
-            if not torch.isfinite(loss):
-                raise Diverged(
-                    description,
-                    iteration,
-                    lr,
-                    f"the loss became {loss.item()}",
-                    checkpoint_path if saved_at else None,
-                    saved_at,
-                )
-            loss.backward()
-            optimizer.step()
-            overflow = (
-                state_overflow(model)
-                if overflow_check_due(iteration, schedule.checkpoint_every, schedule.iterations)
-                else None
-            )
-            if overflow:
-                raise Diverged(description, iteration, lr, overflow, checkpoint_path if saved_at else None, saved_at)
-            seconds = time.perf_counter() - tick
-            value = float(loss.detach())
-            smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
-            images_per_s = batch_images(batch) * distributed.world_size() / seconds
-            figures = {"loss": smoothed, "lr": lr, "img/s": images_per_s}
-            bar.update(iteration + 1, loss=smoothed, **{"img/s": images_per_s})
-            if distributed.is_main():
-                log_file.write(
-                    json.dumps({"iteration": iteration + 1, "loss": value, "lr": lr, "images_per_s": images_per_s})
-                    + "\n"
-                )
-                board.scalars(iteration + 1, loss=value, lr=lr, images_per_s=images_per_s)
-            done = iteration + 1
-            if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
-                log_file.flush()
-                board.flush()
-                save_training_state(model, optimizer, done, checkpoint_path, figures)
-                saved_at = done
-    if start < schedule.iterations:
-        save_training_state(model, optimizer, schedule.iterations, checkpoint_path, figures)
-    return figures
+    return run_loop(
+        loop,
+        model,
+        optimizer,
+        lambda iteration: learning_rate(schedule, base_lr, iteration),
+        data,
+        task.collate,
+        step,
+        device=device,
+    )
 
 
 def _mean_loss(
@@ -265,18 +328,22 @@ def resume_training_state(
 ) -> tuple[int, dict[str, float]]:
     """Load ``out_dir/checkpoint.pt`` into ``model`` and ``optimizer`` if it exists, drop log lines
     written after it, and return the iteration to continue from (0 for a fresh start) with the training
-    figures saved with it (smoothed loss, lr, ...), so a resumed phase reports what an uninterrupted one would."""
-    start, figures = 0, {}
+    statistics saved with it (smoothed loss, lr), so a resumed phase reports what an uninterrupted one would."""
+    start, stats = 0, {}
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
-        figures = dict(state.get("figures", {}))
+        stats = dict(state.get(STATS_KEY, {}))
         console.log(f"{description}: resuming at iteration {start}/{iterations}")
-    truncate_log(out_dir / LOG, start)
-    return start, figures
+    if distributed.is_main():
+        truncate_training_log(out_dir / LOG, start)
+    return start, stats
+
+
+STATS_KEY = "figures"  # the checkpoint's key for the training statistics (the name runs on disk already use)
 
 
 def save_training_state(
@@ -284,11 +351,11 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     iteration: int,
     path: Path,
-    figures: dict[str, float] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> None:
     """Write the training state at ``iteration``, byte for byte what an uninterrupted run writes: the
     optimizer's per-parameter state is sorted by parameter index (its insertion order records which paths
-    happened to be trained first since the process started) and wall-clock figures are left out."""
+    happened to be trained first since the process started) and wall-clock statistics are left out."""
     if distributed.is_main():
         optimizer_state = optimizer.state_dict()
         # pickle writes a string once per object: keys unpickled on resume are new objects, fresh ones are
@@ -300,38 +367,12 @@ def save_training_state(
         optimizer_state["param_groups"] = [
             {sys.intern(name): value for name, value in group.items()} for group in optimizer_state["param_groups"]
         ]
-        steady = {key: value for key, value in (figures or {}).items() if key != "img/s"}  # no wall clock
+        steady = {key: value for key, value in (stats or {}).items() if key != "img/s"}  # no wall clock
         save_checkpoint(
-            {"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration, "figures": steady}, path
+            {"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration, STATS_KEY: steady},
+            path,
         )
     distributed.barrier()
-
-
-def truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines past ``iteration`` (written after the checkpoint a resume starts from)."""
-    if not path.exists() or not distributed.is_main():
-        return
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise NasEngineError(
-            f"{path} is not UTF-8 text; delete it (the training log is rewritten from the checkpoint on)"
-        ) from None
-    kept = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record_iteration = int(json.loads(line)["iteration"])
-        except (ValueError, KeyError, TypeError):
-            if number == len(lines):  # a torn last line: the process was killed while writing it
-                break
-            raise NasEngineError(
-                f"{path} line {number} is not a training-log record; delete that line or the file"
-            ) from None
-        if record_iteration <= iteration:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:

@@ -34,13 +34,13 @@ from nasengine.report.figures import (
     plot_search_curve,
     plot_search_progress,
     plot_training_curves,
-    read_log,
     score_name,
 )
 from nasengine.report.markdown import SEARCHED, protocol_order, write_summary_md
-from nasengine.rundir.checkpoint import read_json, write_json
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.records import read_json, write_json
+from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig
 from nasengine.studies.search_compare import comparison_k, plot_comparison, search_comparison
@@ -193,7 +193,7 @@ def draw_figures(directory: Path, flops_max: float | None, summary: Mapping[str,
     rows = architecture_rows(directory, config, summary.get("compare"))
     if rows:
         figures["architecture"] = plot_architectures(rows, out / FIGURES["architecture"])
-    logs = {label: read_log(path) for label, path in training_logs(directory).items()}
+    logs = {label: read_training_log(path) for label, path in training_logs(directory).items()}
     logs = {label: records for label, records in logs.items() if records}
     if logs:
         figures["training_curves"] = plot_training_curves(logs, out / FIGURES["training_curves"])

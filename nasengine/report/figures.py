@@ -17,7 +17,6 @@ The architecture drawing (Figs. 4–5) is :mod:`nasengine.report.arch_figure`.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -176,19 +175,6 @@ def plot_flops_vs_score(
     ax.set_ylabel(f"search-split {score_name(history[0]) if history else 'score'}")
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """A training ``log.jsonl``'s records; lines that do not parse (a torn last line) are skipped."""
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            records.append(record)
-    return records
 
 
 def _thinned(values: Sequence[Any]) -> Sequence[Any]:

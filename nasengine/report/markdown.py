@@ -18,9 +18,9 @@ from typing import Any
 
 from nasengine.arch import compact_arch
 from nasengine.report.figures import pareto_front, score_name
-from nasengine.rundir.checkpoint import read_json
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import DONE, PHASES, RunLayout
+from nasengine.rundir.records import read_json
 from nasengine.settings import config as configuration
 
 SEARCHED = "best"  # the retrain entry of the found architecture (the engine's name for it)

@@ -1,8 +1,7 @@
-"""Atomic, checksummed checkpoint and JSON writes, and safe loading (``weights_only=True``).
+"""Checksummed checkpoints, written atomically and loaded safely (``weights_only=True``).
 
-Every file is written to a temporary name in the same folder (``.tmp-<name>.<random>``) and moved into
-place with ``os.replace``, so an interrupted run never leaves a half-written checkpoint that a resume
-would trust; :func:`remove_stale_temp_files` clears the temporary files a killed write leaves behind.
+Every checkpoint is written atomically (:mod:`nasengine.rundir.atomic`), so an interrupted run never leaves
+a half-written checkpoint that a resume would trust.
 
 A checkpoint is the ``torch.save`` bytes followed by a fixed trailer holding their SHA-256, so a file
 that changed after it was written (a bad disk, a partial copy, a hand edit) is refused instead of
@@ -13,71 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import pickle
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nasengine.errors import NasEngineError
+from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.layout import CONFIG, PHASES
 
-TEMP_PREFIX = ".tmp-"
 TRAILER_MARK = b"\nNASENGINE-SHA256:"
 TRAILER_LENGTH = len(TRAILER_MARK) + 64 + 1  # the mark, 64 hex digits, a newline
 CODE_RUNNING = "holds objects other than tensors and plain data (refused: it could run code)"
-
-# mkstemp's random part: 8 characters of lowercase letters, digits and "_".
-_RANDOM = r"[a-z0-9_]{8}"
-_NEW_TEMP = re.compile(rf"\.tmp-.+\.{_RANDOM}")
-# Before the .tmp- prefix, temporary files were ".<name>.<random>", e.g. ".checkpoint.pt.k2j3abcd".
-_OLD_TEMP = re.compile(rf"\.[\w.-]+\.(pt|json|jsonl|toml)\.{_RANDOM}")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result gets a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def is_stale_temp_file(name: str) -> bool:
-    """Whether ``name`` is a temporary file of :func:`atomic_write` (current or older naming)."""
-    return bool(_NEW_TEMP.fullmatch(name) or _OLD_TEMP.fullmatch(name))
-
-
-def remove_stale_temp_files(directory: str | Path) -> int:
-    """Delete the temporary files killed writes left anywhere under ``directory``; return how many.
-
-    Call it only while holding the run directory's lock (:mod:`nasengine.rundir.lock`): a temporary
-    file of a write in progress looks exactly like a stale one.
-    """
-    removed = 0
-    for folder, _, names in os.walk(directory):
-        for name in names:
-            if is_stale_temp_file(name):
-                Path(folder, name).unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 def _trailer(body: bytes) -> bytes:
@@ -176,25 +123,3 @@ def load_checkpoint(path: str | Path, *, phase: str | None = None) -> dict[str, 
     if problem:
         raise NasEngineError(f"checkpoint {path} cannot be read ({problem}); {_redo_hint(path, phase)}")
     return state
-
-
-def write_json(data: Any, path: str | Path) -> None:
-    """Write ``data`` as indented JSON atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    atomic_write(Path(path), lambda handle: handle.write(text.encode()))
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NasEngineError(f"{path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise NasEngineError(
-            f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote it with --redo PHASE"
-        ) from None
-    except IsADirectoryError:
-        raise NasEngineError(f"{path} is a directory, not a JSON file") from None
-    except json.JSONDecodeError as exc:
-        raise NasEngineError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None

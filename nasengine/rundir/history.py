@@ -1,30 +1,24 @@
 """The search history: one JSON line per evaluated candidate, appended as each result arrives.
 
 It is the search's cache (a candidate is never evaluated twice) and its resume point (a restarted
-search replays it instead of recomputing). A torn last line — the process killed mid-write, so the line
-is not valid JSON or lacks its newline — is dropped on load and cut from the file. Any other bad line
-stops the load with a one-line error: replaying a damaged history would silently change the search.
+search replays it instead of recomputing). It is read with the run files' one policy
+(:func:`nasengine.rundir.records.read_json_lines`): a torn last line — the process killed mid-write — is
+dropped (and cut from the file when the search opens it to continue); any other bad line stops the load
+with a one-line error, because replaying a damaged history would silently change the search.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch
+from nasengine.rundir.records import JsonLinesWriter, cut_torn_line, read_json_lines
+
+FIX = "fix or delete that line, or redo the search with --redo search"
 
 
-def _bad_line(path: Path, number: int, reason: str) -> NasEngineError:
-    return NasEngineError(
-        f"{path} line {number} is not a valid history record ({reason}); fix or delete that line, "
-        "or redo the search with --redo search"
-    )
-
-
-def _record_problem(record: Any) -> str | None:
+def record_problem(record: Any) -> str | None:
     """Why ``record`` (a parsed line) is not a history record, or None.
 
     Scores are written as ``float(...)`` by :mod:`nasengine.protocol.search`, so they are always numbers — NaN
@@ -40,45 +34,21 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def _parse_line(raw: bytes) -> tuple[Any, str | None]:
-    """``(value, problem)`` for one line's bytes; ``problem`` is None when it is valid UTF-8 JSON."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"byte {exc.start + 1} is not UTF-8"
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc.msg} at column {exc.colno}"
-
-
-def _load(path: Path) -> tuple[list[dict[str, Any]], int | None]:
-    """The records of ``path`` in file order, and the byte length to cut the file to (None to keep it)."""
-    data = path.read_bytes()
-    *lines, tail = data.split(b"\n")  # tail: the bytes after the last newline, a torn line if any
-    keep = len(data) - len(tail)
-    if not tail and lines and _parse_line(lines[-1])[1] is not None:  # killed mid-append: a partial line
-        keep -= len(lines.pop()) + 1
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        value, problem = _parse_line(raw)
-        problem = problem or _record_problem(value)
-        if problem:
-            raise _bad_line(path, number, problem)
-        records.append(value)
-    return records, keep if keep < len(data) else None
+def _read(path: Path):
+    return read_json_lines(path, what="history record", fix=FIX, check=record_problem)
 
 
 class History:
+    """The history of one search, opened by the process that continues it (a torn last line is cut)."""
+
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[Arch, dict[str, Any]] = {}
         if path.exists():
-            records, cut = _load(path)
-            for record in records:
+            lines = _read(path)
+            for record in lines.records:
                 self.records[tuple(record["arch"])] = record
-            if cut is not None:
-                os.truncate(path, cut)
+            cut_torn_line(path, lines)
 
     def __contains__(self, arch: Arch) -> bool:
         return tuple(arch) in self.records
@@ -90,13 +60,10 @@ class History:
         return len(self.records)
 
     def append(self, record: dict[str, Any]) -> None:
-        """Store ``record`` (must have ``arch``) and append it to the file, flushed to disk."""
+        """Store ``record`` (must have ``arch``) and append it to the file, on disk before this returns."""
         self.records[tuple(record["arch"])] = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with JsonLinesWriter(self.path, durable=True) as writer:
+            writer.write(record)
 
     def best(self) -> dict[str, Any] | None:
         """The highest-scoring record (the earliest among equals)."""
@@ -108,5 +75,10 @@ class History:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Records in the order they were evaluated."""
-    return list(History(path).records.values()) if path.exists() else []
+    """A history's records in the order they were evaluated, for readers (the file is left as it is)."""
+    if not path.exists():
+        return []
+    records: dict[tuple[int, ...], dict[str, Any]] = {}
+    for record in _read(path).records:
+        records[tuple(record["arch"])] = record
+    return list(records.values())

@@ -18,8 +18,9 @@ from torch import nn
 from nasengine.arch import format_arch, parse_arch
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch
-from nasengine.rundir.checkpoint import load_checkpoint, read_json
+from nasengine.rundir.checkpoint import load_checkpoint
 from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.records import read_json
 
 if TYPE_CHECKING:
     from nasengine.protocol.engine import Run

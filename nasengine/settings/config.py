@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nasengine.errors import NasEngineError
+from nasengine.rundir.atomic import atomic_write
 from nasengine.settings.defaults import (
     DEFAULT_PRESET,
     DEFAULT_PRETRAIN_TASK,
@@ -442,8 +443,7 @@ def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 
 def save(config: RunConfig, path: str | Path) -> None:
-    from nasengine.rundir.checkpoint import atomic_write  # imported here: checkpoint pulls in torch
-
+    """Write the resolved configuration as TOML, atomically."""
     text = dumps_toml(config.to_dict())
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 

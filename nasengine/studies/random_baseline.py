@@ -23,8 +23,8 @@ from nasengine.protocol.search import flops_constraint
 from nasengine.report.build import FIGURES, RANDOM_BASELINE, reference_networks
 from nasengine.report.figures import plot_random_models
 from nasengine.report.markdown import SEARCHED
-from nasengine.rundir.checkpoint import read_json, write_json
 from nasengine.rundir.layout import TEST, RunLayout
+from nasengine.rundir.records import read_json, write_json
 from nasengine.settings.config import RunConfig
 from nasengine.settings.defaults import RANDOM_STRATEGY
 

@@ -30,9 +30,9 @@ from nasengine import console
 from nasengine.arch import compact_arch, format_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
-from nasengine.rundir.checkpoint import read_json, write_json
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import TEST, RunLayout
+from nasengine.rundir.records import read_json, write_json
 from nasengine.settings.config import check_schedule_scale
 
 DEFAULT_COUNT = 8
