@@ -442,23 +442,15 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
             f"(this run searches with {run_.config.search.strategy})"
         )
     from nasengine.protocol import distributed
-    from nasengine.report.build import write_report
-    from nasengine.studies.search_compare import (
-        COMPARED_STRATEGY,
-        budget_matched_options,
-        comparison_table,
-        plot_comparison,
-        search_comparison,
-    )
+    from nasengine.report.build import FIGURES, write_report
+    from nasengine.studies.search_compare import budget_matched_options, comparison_table, search_comparison
 
     options = budget_matched_options(run_.space.choices, run_.config.search, strategy, budget_like, run_.config.seed)
     run_.search(strategy, options)
-    write_report(run_.dir, run_.config.search.flops_max)  # draws report/search_vs_random.png
+    write_report(run_.dir, run_.config.search.flops_max)  # its search curve draws every search on the supernet
     if not distributed.is_main():
         return
-    plot = run_.layout.report / f"search_vs_{strategy}.png"
-    if strategy != COMPARED_STRATEGY:
-        plot_comparison(run_.dir, plot.parent, strategy)
+    plot = run_.layout.report / FIGURES["search_curve"]
     comparison = search_comparison(run_.dir, strategy)
     if comparison:
         print_(comparison_table(comparison))
@@ -594,10 +586,10 @@ def show(run_dir: str, top: int) -> None:
 
         print_(comparison_table(summary["search_vs_random"]))
     if summary.get("rank_check"):
-        from nasengine.studies.rank_check import describe
+        from nasengine.studies.rank_check import rank_agreement_line
 
         check = summary["rank_check"]
-        print_(f"rank check (schedules x{check['schedule_scale']:g}): {describe(check)}")
+        print_(f"rank check (schedules x{check['schedule_scale']:g}): {rank_agreement_line(check)}")
 
 
 @cli.command("export")

@@ -103,7 +103,7 @@ def export(
     example = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     if what == "backbone":
         example = _normalise(retrained.detector, example)
-    info = {**describe(retrained, what, example), "folder": str(folder)}
+    info = {**export_description(retrained, what, example), "folder": str(folder)}
     writers: dict[str, Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]]] = {
         "torchscript": _torchscript,
         "onnx": _onnx_backbone if what == "backbone" else _onnx_detector,
@@ -149,7 +149,7 @@ def export(
     return info
 
 
-def describe(retrained: Retrained, what: str, example: torch.Tensor) -> dict[str, Any]:
+def export_description(retrained: Retrained, what: str, example: torch.Tensor) -> dict[str, Any]:
     """The JSON beside the files, before any file is written: network, cost, test metrics, inputs and outputs."""
     run, space = retrained.run, retrained.run.space
     model = retrained.backbone if what == "backbone" else retrained.detector

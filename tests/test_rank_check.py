@@ -21,8 +21,8 @@ from nasengine.settings import config as configuration
 from nasengine.settings.config import Schedule, scale_schedule
 from nasengine.studies.rank_check import (
     candidate_dir,
-    describe,
     plot_rank_check,
+    rank_agreement_line,
     rank_statistics,
     ranks,
     select_candidates,
@@ -50,7 +50,7 @@ def test_rank_statistics_known_values(standalone, tau, rho):
     assert stats["tau"] == pytest.approx(tau)
     assert stats["rho"] == pytest.approx(rho)
     assert 0.0 <= stats["tau_p"] <= 1.0 and 0.0 <= stats["rho_p"] <= 1.0
-    assert f"{tau:+.3f}" in describe(stats)
+    assert f"{tau:+.3f}" in rank_agreement_line(stats)
 
 
 def test_perfect_agreement_of_many_points_is_significant():
@@ -73,7 +73,7 @@ def test_degenerate_inputs_give_nan_and_a_reason(supernet, standalone, reason):
     stats = rank_statistics(supernet, standalone)
     assert stats["degenerate"] and reason in stats["message"]
     assert all(math.isnan(stats[key]) for key in ("tau", "tau_p", "rho", "rho_p"))
-    assert "n/a" in describe(stats) and reason in describe(stats)
+    assert "n/a" in rank_agreement_line(stats) and reason in rank_agreement_line(stats)
 
 
 def test_ranks_are_one_for_the_best_and_shared_on_ties():

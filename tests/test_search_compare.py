@@ -162,8 +162,8 @@ def test_random_search_gets_the_same_budget_and_leaves_the_search_alone(searched
 
 def test_the_report_plots_and_summarises_the_comparison(searched_run):
     out, _, _ = searched_run
-    png = out / "report" / "search_vs_random.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report" / "search_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "report" / "search_vs_random.png").exists()  # one figure of the curves: search_curve.png
     summary = json.loads((out / "report" / "summary.json").read_text())
     expected = compare_scores(
         {

@@ -214,7 +214,7 @@ class Run:
     def _train_phase(
         self, phase_dir: Path, model: nn.Module, task: Task, schedule, salt: int, label: str, supernet=None
     ) -> dict:
-        """Train ``model`` (a supernet's model when ``supernet`` is given) on ``task``; ``done.json``'s figures."""
+        """Train ``model`` (a supernet's model when ``supernet`` is given) on ``task``; what ``done.json`` records."""
         setting = f"{'pretrain' if task is self.pretrain_task else 'finetune'}_schedule.lr"
         return self._timed_training(
             phase_dir,

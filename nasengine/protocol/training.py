@@ -40,6 +40,8 @@ from nasengine.rundir.records import JsonLinesWriter
 from nasengine.rundir.training_log import truncate_training_log
 from nasengine.settings.config import Schedule
 
+STATS_KEY = "figures"  # the checkpoint's key for the training statistics (its name in existing runs)
+
 Step = Callable[[nn.Module, int, Any], tuple[torch.Tensor, float]]
 """``step(model, iteration, batch) -> (loss, logged)``: the loss to back-propagate and the value to log."""
 
@@ -341,9 +343,6 @@ def resume_training_state(
     if distributed.is_main():
         truncate_training_log(out_dir / LOG, start)
     return start, stats
-
-
-STATS_KEY = "figures"  # the checkpoint's key for the training statistics (the name runs on disk already use)
 
 
 def save_training_state(

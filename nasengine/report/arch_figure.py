@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasengine.report.figures import pyplot, save_figure
+from nasengine.report.drawing import pyplot, save_figure
 
 BOX_WIDTH = 0.8
 STAGE_GAP = 0.7  # extra room between stages, in block widths

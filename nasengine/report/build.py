@@ -1,15 +1,17 @@
 """The run's report in ``RUN_DIR/report/``: ``summary.json``, the paper's figures, ``summary.md`` and a table.
 
 Written at the end of ``nasengine run`` and by ``nasengine report RUN_DIR [--compare OTHER_RUN]
-[--random-baseline DIR]``. The figures (drawn by :mod:`nasengine.report.figures` and :mod:`nasengine.report.arch_figure`):
+[--random-baseline DIR]``. The figures (drawn by :mod:`nasengine.report.figures` and
+:mod:`nasengine.report.arch_figure`):
 
-- ``search_curve.png`` (Fig. 2): the top-k mean of every search on the supernet, the random one beside it;
+- ``search_curve.png`` (Fig. 2): the top-k mean of every search on the supernet, a comparison search's
+  (``search-random/``) beside the run's own;
 - ``search_progress.png``: every candidate's score and the best so far;
 - ``flops_vs_score.png``: every candidate, the Pareto front and the FLOPs constraint;
 - ``architecture.png`` (Figs. 4–5): the found backbone block by block, and ``--compare``'s beside it;
 - ``training_curves.png``: loss and learning rate of every training phase;
 - ``random_models.png`` (Fig. 3, with ``--random-baseline``): random architectures against the searched one;
-- ``search_vs_random.png`` (:mod:`nasengine.studies.search_compare`) and ``rank_check.png`` (``nasengine rank-check``).
+- ``rank_check.png``: drawn by ``nasengine rank-check`` (:mod:`nasengine.studies.rank_check`).
 
 ``summary.md`` (:mod:`nasengine.report.markdown`) embeds them beside the configuration, phase times and results.
 """
@@ -28,7 +30,6 @@ from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
 from nasengine.report.arch_figure import Layout, plot_architectures, space_layout
 from nasengine.report.figures import (
-    mflops,
     plot_flops_vs_score,
     plot_random_models,
     plot_search_curve,
@@ -36,14 +37,14 @@ from nasengine.report.figures import (
     plot_training_curves,
     score_name,
 )
-from nasengine.report.markdown import SEARCHED, protocol_order, write_summary_md
+from nasengine.report.markdown import SEARCHED, format_mflops, protocol_order, write_summary_md
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import LOG, PHASES, SUMMARY, RunLayout
 from nasengine.rundir.records import read_json, write_json
 from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig
-from nasengine.studies.search_compare import comparison_k, plot_comparison, search_comparison
+from nasengine.studies.search_compare import comparison_k, search_comparison
 
 RANDOM_BASELINE = "random_baseline.json"  # written by `nasengine random-baseline` into its folder
 FIGURES = {
@@ -165,7 +166,6 @@ def write_report(
         out = layout.report
         write_json(summary, out / SUMMARY)
         figures = draw_figures(directory, flops_max, summary)
-        plot_comparison(directory, out)  # search_vs_random.png, when search-random/ has candidates
         write_summary_md(directory, summary, figures)
         console.console.print(summary_table(directory, summary))
     return summary
@@ -278,7 +278,7 @@ def architecture_rows(
 def _row_label(name: str, config: RunConfig, found: Mapping[str, Any]) -> str:
     on = config.task if config.search.on == "detection" else config.pretrain_task
     parts = [f"{name}: searched on {config.search.on} ({on})"]
-    parts.append(f"{mflops(found['flops']):.1f} MFLOPs")
+    parts.append(f"{format_mflops(found['flops'])} MFLOPs")
     if "score" in found:
         parts.append(f"search {score_name(found)} {found['score']:.4f}")
     if "test" in found:

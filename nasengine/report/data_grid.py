@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from nasengine.interfaces import Task
+from nasengine.report.drawing import pyplot, save_figure
 
 
 def draw_detection_grid(task: Task, split: str, out: Path, count: int = 16, columns: int = 4) -> Path:
     """Draw the first ``count`` images of ``split`` with their ground-truth boxes into ``out`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    from matplotlib.patches import Rectangle
 
     data = task.dataset(split, train=False)
     count = min(count, len(data))  # type: ignore[arg-type]
@@ -29,7 +27,7 @@ def draw_detection_grid(task: Task, split: str, out: Path, count: int = 16, colu
             for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
                 x0, y0, x1, y1 = box
                 colour = plt.cm.tab10(label % 10)
-                ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
                 ax.text(
                     x0,
                     y0,
@@ -41,8 +39,4 @@ def draw_detection_grid(task: Task, split: str, out: Path, count: int = 16, colu
                 )
         else:
             ax.set_title(task.class_names[int(target)], fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -23,28 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nasengine.report.drawing import pyplot, save_figure
 from nasengine.studies.search_compare import topk_curve
 
 MAX_POINTS = 2000  # a training curve is thinned to about this many points (paper schedules log 300k lines)
-DPI = 120
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    pyplot().close(fig)
-    return path
 
 
 def score_name(record: Mapping[str, Any]) -> str:
@@ -57,7 +39,8 @@ def score_name(record: Mapping[str, Any]) -> str:
     return "score"
 
 
-def mflops(flops: float) -> float:
+def to_mflops(flops: float) -> float:
+    """FLOPs in millions, for an axis."""
     return flops / 1e6
 
 
@@ -148,7 +131,7 @@ def plot_flops_vs_score(
     higher score), the best candidate and the FLOPs constraint ``[flops_min, flops_max]``."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = [mflops(r["flops"]) for r in history]
+    x = [to_mflops(r["flops"]) for r in history]
     y = [r["score"] for r in history]
     generations = [r.get("generation", 0) + 1 for r in history]  # 1-based, as on the search curve
     count = max(generations, default=1)
@@ -167,9 +150,9 @@ def plot_flops_vs_score(
         best = max(finite, key=lambda i: y[i])
         ax.scatter([x[best]], [y[best]], marker="*", s=160, color="C1", edgecolors="black", zorder=3, label="best")
     if flops_max is not None and math.isfinite(flops_max):
-        ax.axvline(mflops(flops_max), color="C3", linestyle="--", label=f"FLOPs limit {mflops(flops_max):g} M")
+        ax.axvline(to_mflops(flops_max), color="C3", linestyle="--", label=f"FLOPs limit {to_mflops(flops_max):g} M")
     if flops_min > 0:
-        ax.axvline(mflops(flops_min), color="C3", linestyle=":", label=f"FLOPs floor {mflops(flops_min):g} M")
+        ax.axvline(to_mflops(flops_min), color="C3", linestyle=":", label=f"FLOPs floor {to_mflops(flops_min):g} M")
     ax.set_title(f"FLOPs vs search-split {score_name(history[0]) if history else 'score'}, every candidate")
     ax.set_xlabel(f"backbone FLOPs (M multiply-adds at {image_size}×{image_size} px)")
     ax.set_ylabel(f"search-split {score_name(history[0]) if history else 'score'}")
@@ -238,7 +221,7 @@ def plot_random_models(
     plt = pyplot()
     references = references or {}
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    x = [mflops(r["flops"]) for r in results]
+    x = [to_mflops(r["flops"]) for r in results]
     y = [r["test"]["score"] for r in results]
     ax.scatter(x, y, s=24, color="C0", alpha=0.8, label=f"random architecture ({len(y)})")
     if y:
@@ -250,7 +233,7 @@ def plot_random_models(
     for index, (label, result) in enumerate(references.items(), 1):
         colour, score = f"C{index}", result["test"]["score"]
         ax.axhline(score, color=colour, linestyle="-" if index == 1 else ":", label=f"{label} {score:.4f}")
-        ax.scatter([mflops(result["flops"])], [score], marker="*", s=150, color=colour, edgecolors="black", zorder=3)
+        ax.scatter([to_mflops(result["flops"])], [score], marker="*", s=150, color=colour, edgecolors="black", zorder=3)
     sample = results[0] if results else next(iter(references.values()), {})
     name = score_name(sample) if sample else "score"
     ax.set_title(f"Random architectures vs the searched one: test {name}")

@@ -48,7 +48,8 @@ def score(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def mflops(flops: float) -> str:
+def format_mflops(flops: float) -> str:
+    """FLOPs in millions, one decimal."""
     return f"{flops / 1e6:.1f}"
 
 
@@ -112,7 +113,7 @@ def found_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> li
             [
                 label,
                 f"`{compact_arch(result['arch'])}`",
-                mflops(result["flops"]),
+                format_mflops(result["flops"]),
                 f"{result['params'] / 1e6:.2f}",
                 search,
                 score(result["test"]["score"]),
@@ -121,7 +122,7 @@ def found_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> li
         )
     if best and SEARCHED not in retrain:
         arch, params = f"`{compact_arch(best['arch'])}`", f"{best['params'] / 1e6:.2f}"
-        rows.insert(0, ["best (search)", arch, mflops(best["flops"]), params, score(best["score"]), ""])
+        rows.insert(0, ["best (search)", arch, format_mflops(best["flops"]), params, score(best["score"]), ""])
         rows[0] += ["" for _ in metrics]
     lines += table(header, rows)
     if best:
@@ -135,7 +136,7 @@ def found_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> li
                 [
                     compare["run"],
                     f"`{compact_arch(compare['arch'])}`",
-                    mflops(compare["flops"]),
+                    format_mflops(compare["flops"]),
                     score(compare.get("score")),
                     score((compare.get("test") or {}).get("score")),
                 ]
@@ -169,7 +170,7 @@ def search_section(directory: Path, summary: Mapping[str, Any], figures: Mapping
     lines += ["### Pareto front (fewer FLOPs, higher score)", ""]
     lines += table(
         ("architecture", "MFLOPs", "search score", "generation (1 = first)"),
-        [[f"`{compact_arch(r['arch'])}`", mflops(r["flops"]), score(r["score"]), _generation(r)] for r in front],
+        [[f"`{compact_arch(r['arch'])}`", format_mflops(r["flops"]), score(r["score"]), _generation(r)] for r in front],
     )
     return lines
 

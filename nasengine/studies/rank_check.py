@@ -30,6 +30,7 @@ from nasengine import console
 from nasengine.arch import compact_arch, format_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
+from nasengine.report.drawing import pyplot, save_figure
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import TEST, RunLayout
 from nasengine.rundir.records import read_json, write_json
@@ -118,7 +119,7 @@ def _degenerate_reason(x: list[float], y: list[float]) -> str | None:
     return None
 
 
-def describe(statistics: dict[str, Any]) -> str:
+def rank_agreement_line(statistics: dict[str, Any]) -> str:
     """One line: Kendall's tau, Spearman's rho, their p-values and n (or why they are undefined)."""
     n = statistics.get("n")
     if statistics.get("degenerate") or _missing(statistics.get("tau")):
@@ -260,7 +261,7 @@ def rank_check_table(run_dir: Path, summary: dict[str, Any]) -> Table:
         )
     baseline = next((e["baseline"] for e in summary["candidates"] if e.get("baseline")), None)
     table.caption = (
-        describe(summary)
+        rank_agreement_line(summary)
         + "\n(supernet: search-split score; standalone: test-split score)"
         + (f"\n* the space's baseline, {baseline}" if baseline else "")
     )
@@ -270,12 +271,7 @@ def rank_check_table(run_dir: Path, summary: dict[str, Any]) -> Table:
 def plot_rank_check(summary: dict[str, Any], path: Path) -> None:
     """Scatter of standalone test score against supernet search score, each point labelled by its
     supernet rank; Kendall's tau and its p-value in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     entries = summary["candidates"]
     x = [e["supernet_score"] for e in entries]
     y = [e["standalone_score"] for e in entries]
@@ -293,6 +289,4 @@ def plot_rank_check(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("supernet score (search split)")
     ax.set_ylabel(f"standalone test score (schedules x{summary['schedule_scale']:g})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -143,46 +143,6 @@ def search_comparison(directory: Path, strategy: str = COMPARED_STRATEGY) -> dic
     return comparison
 
 
-def plot_comparison(directory: Path, out: Path, strategy: str = COMPARED_STRATEGY) -> Path | None:
-    """Draw ``out/search_vs_<strategy>.png``, each search's top-k curve, if ``search-<strategy>/`` has results.
-
-    The run's own search is drawn too once it has candidates; k as in :func:`comparison_k`.
-    """
-    directory = Path(directory)
-    search, scores = _histories(directory, strategy)
-    if not scores.get(strategy):
-        return None
-    scores = {label: values for label, values in scores.items() if values}
-    k = comparison_k(search, *map(len, scores.values()))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for index, (label, values) in enumerate(scores.items()):
-        curve = topk_curve(values, k)
-        ax.plot(
-            range(1, len(curve) + 1),
-            curve,
-            drawstyle="steps-post",
-            color=f"C{index}",
-            label=f"{label} ({len(values)} candidates)",
-        )
-    ax.set_xlim(left=1)
-    ax.set_title(f"{' vs '.join(scores)} search on the same supernet")
-    ax.set_xlabel("candidates evaluated")
-    ax.set_ylabel(f"mean of the top-{k} search-split scores so far")
-    ax.legend()
-    fig.tight_layout()
-    path = out / f"search_vs_{strategy}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def comparison_table(comparison: dict[str, Any]) -> Table:
     """The comparison as a table: final top-k means and the candidates each search needed."""
     k = comparison["k"]
