@@ -1,11 +1,12 @@
-# The two commands: `make demo` (set up + run the embedded default end to end) and `make test`.
+# The two commands: `make demo` (set up + run the embedded default end to end) and `make test` (`make test-all`
+# adds the slow tests: what CI runs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo lint test bench data clean
+.PHONY: setup demo lint test test-all bench data clean
 
 setup: $(STAMP) $(FASHION_MNIST)
 
@@ -32,11 +33,18 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite in pytest-xdist workers on every core (tests/conftest.py gives each worker cores // workers
+# torch threads); `make test` leaves out the long end-to-end tests marked slow, `make test-all` (CI) runs them.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 8 --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not slow"
+
+test-all: lint
+	$(PYTEST)
 
 bench: setup
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .cache

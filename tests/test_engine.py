@@ -17,16 +17,8 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One complete smoke run shared by the tests below (they only read it or copy it)."""
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    result = invoke("run", "--preset", "smoke", "--out", out, "--quiet")
-    return out, result.output
-
-
-def test_smoke_run_writes_every_phase(smoke_run):
-    out, output = smoke_run
+def test_smoke_run_writes_every_phase(smoke_run, smoke_run_output):
+    out, output = smoke_run, smoke_run_output
     for phase in ("pretrain", "finetune", "search", "retrain"):
         assert (out / phase / "done.json").exists(), phase
     history = read_history(out / "search" / "history.jsonl")
@@ -41,17 +33,15 @@ def test_smoke_run_writes_every_phase(smoke_run):
     assert "shufflenetv2-20" in output
 
 
-def test_rerunning_a_finished_run_does_nothing_new(smoke_run):
-    out, _ = smoke_run
+def test_rerunning_a_finished_run_does_nothing_new(smoke_run_copy):
+    out = smoke_run_copy
     before = (out / "search" / "history.jsonl").read_text()
     invoke("run", "--preset", "smoke", "--out", out, "--quiet")
     assert (out / "search" / "history.jsonl").read_text() == before
 
 
-def test_interrupted_search_resumes_to_the_same_history(smoke_run, tmp_path):
-    out, _ = smoke_run
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
+def test_interrupted_search_resumes_to_the_same_history(smoke_run, smoke_run_copy):
+    out, copy = smoke_run, smoke_run_copy
     lines = (copy / "search" / "history.jsonl").read_text().splitlines()
     # the process died while writing the sixth record: five complete lines and a torn one remain
     (copy / "search" / "history.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
@@ -71,21 +61,21 @@ def test_interrupted_search_resumes_to_the_same_history(smoke_run, tmp_path):
 
 
 def test_same_out_with_other_config_is_refused(smoke_run):
-    out, _ = smoke_run
+    out = smoke_run
     result = CliRunner().invoke(cli, ["run", "--preset", "smoke", "--out", str(out), "--seed", "3"])
     assert result.exit_code != 0
     assert "holds a run with a different configuration (seed: 0 there, 3 now)" in str(result.exception)
 
 
 def test_show_lists_phases_and_candidates(smoke_run):
-    out, _ = smoke_run
+    out = smoke_run
     output = invoke("show", out).output
     assert "search" in output and "done" in output
     assert "best 8 of 8 candidates" in output
 
 
 def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path):
-    out, _ = smoke_run
+    out = smoke_run
     baseline = tmp_path / "baseline"
     output = invoke(
         "random-baseline", "--preset", "smoke", "-n", "2", "--out", baseline, "--compare", out, "--quiet"
@@ -103,7 +93,7 @@ def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, t
     it, and it equals the baseline pre-trained from scratch in the uniform run."""
     from nasengine.rundir.checkpoint import load_checkpoint
 
-    uniform, _ = smoke_run
+    uniform = smoke_run
     out = tmp_path / "distill"
     invoke("run", "--preset", "smoke", "--out", out, "--quiet", "--set", "pretrain_schedule.sampling=distill")
     for folder in ("pretrain/teacher", "pretrain/distill", "retrain/shufflenetv2-20/pretrain"):

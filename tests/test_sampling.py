@@ -95,6 +95,7 @@ def test_backbone_input_is_what_the_model_feeds_its_backbone_and_head_is_inherit
     assert torch.equal(student.backbone.stem[0].weight, teacher.backbone.stem[0].weight)
 
 
+@pytest.mark.slow
 def test_distilled_supernet_learns_well_below_chance(tmp_path):
     """The guard of the demo's recipe: a short pre-training (about 2 minutes on 2 cores) ends clearly
     below chance (ln 10 = 2.30) on the embedded Fashion-MNIST, where uniform sampling stays above it."""

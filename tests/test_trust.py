@@ -25,28 +25,14 @@ def invoke(*args, ok: bool = True):
     return result
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A complete smoke run; tests copy it before changing anything."""
-    out = tmp_path_factory.mktemp("trust") / "smoke"
-    invoke("run", "--preset", "smoke", "--out", out, "--quiet")
-    return out
-
-
-def copy_of(finished, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
-
-
 def flip_a_byte(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
 
 
-def test_a_flipped_bit_is_caught_and_redo_restores_the_same_weights(finished, tmp_path):
-    run_dir = copy_of(finished, tmp_path)
+def test_a_flipped_bit_is_caught_and_redo_restores_the_same_weights(smoke_run, smoke_run_copy):
+    finished, run_dir = smoke_run, smoke_run_copy
     flip_a_byte(run_dir / "finetune" / "supernet.pt")
     shutil.rmtree(run_dir / "search")
     with pytest.raises(NasEngineError, match=r"finetune/supernet.pt is corrupt.*--redo"):
@@ -58,8 +44,8 @@ def test_a_flipped_bit_is_caught_and_redo_restores_the_same_weights(finished, tm
     assert not (run_dir / "retrain").exists()  # what depends on fine-tuning was cleared
 
 
-def test_redo_of_a_corrupt_training_checkpoint_restarts_that_phase(finished, tmp_path):
-    run_dir = copy_of(finished, tmp_path)
+def test_redo_of_a_corrupt_training_checkpoint_restarts_that_phase(smoke_run, smoke_run_copy):
+    finished, run_dir = smoke_run, smoke_run_copy
     flip_a_byte(run_dir / "pretrain" / "checkpoint.pt")
     Run.open(run_dir).redo("pretrain")
     assert not (run_dir / "pretrain" / "checkpoint.pt").exists()
@@ -72,8 +58,8 @@ def test_redo_of_a_corrupt_training_checkpoint_restarts_that_phase(finished, tmp
     assert [line.split('"score"')[0] for line in history] == [line.split('"score"')[0] for line in original]
 
 
-def test_a_deleted_result_reopens_its_phase(finished, tmp_path):
-    run_dir = copy_of(finished, tmp_path)
+def test_a_deleted_result_reopens_its_phase(smoke_run_copy):
+    run_dir = smoke_run_copy
     (run_dir / "pretrain" / "supernet.pt").unlink()
     invoke("pretrain", run_dir, "--quiet")  # not a silent exit: the phase finishes again from its checkpoint
     assert (run_dir / "pretrain" / "supernet.pt").exists()
@@ -140,6 +126,6 @@ def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
     assert keep.exists()
 
 
-def test_unknown_redo_phase_is_refused(finished, tmp_path):
+def test_unknown_redo_phase_is_refused(smoke_run):
     with pytest.raises(NasEngineError, match="unknown phase 'nope' for --redo"):
-        Run.open(finished).redo("nope")
+        Run.open(smoke_run).redo("nope")
