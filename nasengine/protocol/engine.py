@@ -305,17 +305,14 @@ class Run:
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_INIT, arch_salt(teacher_arch)))
         teacher = self.space.build_network(teacher_arch)
         teacher_model = self._model(self.pretrain_task, teacher)
-        if not self.done(str(teacher_dir.relative_to(self.dir))):
-            info = self._train_phase(
-                teacher_dir,
-                teacher_model,
-                self.pretrain_task,
-                schedule,
-                seeds.STANDALONE_PRETRAIN,
-                f"pretrain teacher {self.space.baseline_name}",
-            )
-            self._mark_done(teacher_dir, info)
-        teacher_model.load_state_dict(load_checkpoint(teacher_dir / CHECKPOINT)["model"])
+        self._train_standalone_phase(
+            teacher_dir,
+            teacher_model,
+            self.pretrain_task,
+            schedule,
+            seeds.STANDALONE_PRETRAIN,
+            f"pretrain teacher {self.space.baseline_name}",
+        )
         inherit_shared(model, teacher_model)
         distill_dir = phase_dir / "distill"
         info = self._timed_training(
@@ -463,31 +460,20 @@ class Run:
         if self.config.pretrain:
             model = self._model(self.pretrain_task, backbone)
             self._reuse_teacher(arch, out_dir / "pretrain", schedule_scale)
-            if not (out_dir / "pretrain" / DONE).exists():
-                info = self._train_phase(
-                    out_dir / "pretrain",
-                    model,
-                    self.pretrain_task,
-                    pretrain_schedule,
-                    seeds.STANDALONE_PRETRAIN,
-                    f"pretrain {label}",
-                )
-                self._mark_done(out_dir / "pretrain", info)
-            model.load_state_dict(load_checkpoint(out_dir / "pretrain" / CHECKPOINT)["model"])
+            self._train_standalone_phase(
+                out_dir / "pretrain",
+                model,
+                self.pretrain_task,
+                pretrain_schedule,
+                seeds.STANDALONE_PRETRAIN,
+                f"pretrain {label}",
+            )
         # the detection head's initial weights must not depend on whether pre-training ran in this process
         torch.manual_seed(derived_seed(self.config.seed, seeds.STANDALONE_HEAD, salt))
         model = self._model(self.task, backbone)
-        if not (out_dir / "finetune" / DONE).exists():
-            info = self._train_phase(
-                out_dir / "finetune",
-                model,
-                self.task,
-                finetune_schedule,
-                seeds.STANDALONE_FINETUNE,
-                f"finetune {label}",
-            )
-            self._mark_done(out_dir / "finetune", info)
-        model.load_state_dict(load_checkpoint(out_dir / "finetune" / CHECKPOINT)["model"])
+        self._train_standalone_phase(
+            out_dir / "finetune", model, self.task, finetune_schedule, seeds.STANDALONE_FINETUNE, f"finetune {label}"
+        )
         metrics = self.task.evaluate(
             model, self.task.loader("test", train=False, batch_size=self.config.search.batch_size)
         )
@@ -502,6 +488,16 @@ class Run:
             write_json(result, result_path)
         distributed.barrier()
         return result
+
+    def _train_standalone_phase(
+        self, folder: Path, model: nn.Module, task: Task, schedule, salt: int, description: str
+    ) -> None:
+        """Train a standalone network's phase into ``folder`` unless it is done, then load its trained
+        weights into ``model``."""
+        if not (folder / DONE).exists():
+            info = self._train_phase(folder, model, task, schedule, salt, description)
+            self._mark_done(folder, info)
+        model.load_state_dict(load_checkpoint(folder / CHECKPOINT)["model"])
 
     def _reuse_teacher(self, arch: Arch, pretrain_dir: Path, schedule_scale: float) -> None:
         """The distillation teacher is this very network pre-trained this very way (same seeds, same
