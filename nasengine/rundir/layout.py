@@ -120,3 +120,25 @@ class RunLayout:
     def tensorboard_of(self, folder: Path) -> Path:
         """The TensorBoard folder of a phase folder of this run: ``tb/pretrain``, ``tb/retrain/best/finetune``, ..."""
         return self.tensorboard / Path(folder).resolve().relative_to(self.root.resolve())
+
+    def log(self, name: str) -> Path:
+        """A training folder's per-iteration log: ``pretrain``, ``pretrain/teacher``, ``retrain/best/pretrain``, ..."""
+        return self.root / name / LOG
+
+    @property
+    def distill(self) -> Path:
+        """The block-wise distillation stage of the supernet's pre-training (``sampling = "distill"``)."""
+        return self.root / "pretrain" / "distill"
+
+    def retrain_phase(self, label: str, phase: str) -> Path:
+        """A retrained network's ``pretrain`` or ``finetune`` folder."""
+        return self.root / "retrain" / label / phase
+
+    def retrain_test(self, label: str) -> Path:
+        """A retrained network's test metrics (``test.json``)."""
+        return self.root / "retrain" / label / TEST
+
+    @property
+    def rank_check_result(self) -> Path:
+        """The result of ``nasengine rank-check``: its networks, their scores and the rank statistics."""
+        return self.root / "report" / "rank_check.json"
