@@ -22,18 +22,19 @@ measures, per seed where it applies:
 - **score noise** — the search's best candidate rescored in this process on the trained supernet (built and
   loaded as ``Run.search`` does, scored by ``evaluate_candidate``) with ``--noise-draws`` (default 8: the
   standard deviation of 3 draws is only known within a factor of about 2) other calibration subsets: each is
-  ``calib_size`` images drawn at random *with replacement* (numpy seed ``[split_seed, 1, 1000 + d]``) from the
-  run's ``train`` split — the pool the run's own ``calib`` split comes from, disjoint from the ``search``
-  split the score is measured on. With replacement, so that a subset varies like a fresh sample of that size
-  however much of the pool it takes (drawn without replacement, 1024 of 1200 images would share 85% with each
-  other and hide most of the noise). The noise is the standard deviation (sample) of those scores; the cell
-  gives it as a multiple of the spread. Why subsets and not recalibration seeds: ``recalibrate_bn``'s seed
-  only seeds the detector's anchor and RoI sampling, and every BatchNorm layer sits in the backbone, before
-  any sampling (the box head uses GroupNorm), with no augmentation on the calib split — so the seed changes no
-  statistic (checked: every BN running mean and variance identical under seeds 0 and 1). The "best" row shows
-  the rescoring: the search score, then the best rescored with the run's own calib split and seed (must equal
-  the search score: the rescoring is the search's), with seed+1, and the mean over the subsets (below the
-  search score when the search picked its best partly for luck). Aim: noise <= 0.25 x spread.
+  ``calib_size`` images drawn at random *with replacement* (numpy seed ``[draw_seed, 1, 1000 + d]``,
+  ``--draw-seed`` default 0, recorded in the numbers) from the run's ``train`` split — the pool the run's own
+  ``calib`` split comes from, disjoint from the ``search`` split the score is measured on. With replacement, so
+  that a subset varies like a fresh sample of that size however much of the pool it takes (drawn without
+  replacement, 1024 of 1200 images would share 85% with each other and hide most of the noise). The noise is the
+  standard deviation (sample) of those scores; the cell gives it as a multiple of the spread. Why subsets and
+  not recalibration seeds: ``recalibrate_bn``'s seed only seeds the detector's anchor and RoI sampling, and
+  every BatchNorm layer sits in the backbone, before any sampling (the box head uses GroupNorm), with no
+  augmentation on the calib split — so the seed changes no statistic (checked: every BN running mean and
+  variance identical under seeds 0 and 1). The "best" row shows the rescoring: the search score, then the best
+  rescored with the run's own calib split and seed (must equal the search score: the rescoring is the search's),
+  with seed+1, and the mean over the subsets (below the search score when the search picked its best partly for
+  luck). Aim: noise <= 0.25 x spread.
 - **Kendall tau / Spearman rho** — from a check seed's ``report/rank_check.json``. Aim: tau >= 0.3.
 - **the baseline in the rank check** — where the baseline (the retrained one's architecture, when the rank
   check trained it as one of its networks) ranks among the rank check's networks by standalone test score
@@ -48,15 +49,17 @@ measures, per seed where it applies:
 
 A measure whose inputs are missing reads ``n/a`` with a numbered reason under the table; ``—`` means
 not measured for that seed (the rank check and random search run on the check seeds only). "met"
-counts the seeds meeting the aim. The numbers go to ``RUNS/fidelity.json``, the commands' output to
-``RUNS/logs/``; the noise measure is cached in each run's ``report/fidelity_noise.json``.
+counts the seeds meeting the aim. The numbers go to ``OUT/fidelity.json`` (``--out``, by default the ``--runs``
+folder), the commands' output to ``OUT/logs/``; the noise measure is cached in ``OUT/noise/<run>.json``, keyed by
+the run directory's resolved path, the architecture, the draws, the draw seed and the supernet file's size and time.
+Run directories are only read (``nasengine`` commands write into them).
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/fidelity.py                        # demo preset, seeds 0,1,2, into runs/fidelity
-    .venv/bin/python bench/fidelity.py --from-existing        # only read what is there; run nothing
-    .venv/bin/python bench/fidelity.py --check-seeds all      # rank check and random search on every seed
-    .venv/bin/python bench/fidelity.py --runs /tmp/fid --seeds 0,1 --preset smoke --rank-n 3 --rank-scale 0.5
+    .venv/bin/python -m bench.fidelity                        # demo preset, seeds 0,1,2, into runs/fidelity
+    .venv/bin/python -m bench.fidelity --from-existing        # only read what is there; run nothing
+    .venv/bin/python -m bench.fidelity --check-seeds all      # rank check and random search on every seed
+    .venv/bin/python -m bench.fidelity --runs /tmp/fid --seeds 0,1 --preset smoke --rank-n 3 --rank-scale 0.5
 
 Time on 2 CPU cores (demo preset): about 12-15 minutes per seed's run (so 40-45 for three), random search
 about 2.5 minutes, the rank check about 3.5 minutes per candidate at ``--rank-scale 1`` (about 30 for
@@ -67,11 +70,8 @@ everything is done and cached. The smoke preset takes about 1.5 minutes per seed
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -83,13 +83,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench import common
+from bench.common import output_folder, run_key
+from nasengine.errors import NasEngineError
+from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import DONE, LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.records import read_json, strict_json, write_json
+from nasengine.rundir.training_log import read_training_log
+from nasengine.settings import config as configuration
+
 LAST_ITERATIONS = 50  # pre-training loss: the mean over this many final iterations
 LOSS_RATIO_AIM = 1.25
 DISTINCT_AIM = 0.9
 NOISE_RATIO_AIM = 0.25
 TAU_AIM = 0.3
 WINNER_SHARE_AIM = 2 / 3
-DRAW_SALT = 1000  # calib subset d is drawn with numpy seed [split_seed, 1, DRAW_SALT + d]
+DRAW_SALT = 1000  # calib subset d is drawn with numpy seed [draw_seed, 1, DRAW_SALT + d]
 COMPARED = "random"
 
 AIMS = {
@@ -138,60 +147,39 @@ NOT_MEASURED = Cell("—", reason=None)
 
 
 # --- reading run directories ----------------------------------------------------------------------
-def read_json(path: Path) -> dict[str, Any]:
+def history(run_dir: Path) -> list[dict[str, Any]]:
+    """The search's candidates in evaluation order, one per architecture (the last record wins)."""
+    path = RunLayout(run_dir).history()
     if not path.exists():
         raise Missing(f"no {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise Missing(f"{path} is not valid JSON ({exc})") from None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file; a torn line (a process killed mid-write) ends it."""
-    if not path.exists():
-        raise Missing(f"no {path}")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    records = read_history(path)
     if not records:
         raise Missing(f"{path} has no records")
     return records
 
 
-def history(run_dir: Path) -> list[dict[str, Any]]:
-    """The search's candidates in evaluation order, one per architecture (the last record wins)."""
-    records = {tuple(r["arch"]): r for r in read_jsonl(run_dir / "search" / "history.jsonl")}
-    return list(records.values())
-
-
 def run_complete(run_dir: Path) -> bool:
-    return (run_dir / "retrain" / "done.json").exists() and (run_dir / "report" / "summary.json").exists()
+    layout = RunLayout(run_dir)
+    return layout.done("retrain").exists() and (layout.report / SUMMARY).exists()
 
 
-def baseline_dir(run_dir: Path) -> Path:
-    """``retrain/<baseline>``: the retrained network that is not ``best`` (the space's ``baseline_name``)."""
-    retrain = run_dir / "retrain"
+def baseline_name(run_dir: Path) -> str:
+    """The retrained network that is not ``best`` (the space's ``baseline_name`` when there are several)."""
+    retrain = RunLayout(run_dir).retrain
     if not retrain.is_dir():
         raise Missing(f"no {retrain} (the run has not retrained yet)")
-    others = sorted(p for p in retrain.iterdir() if p.is_dir() and p.name != "best")
+    others = sorted(p.name for p in retrain.iterdir() if p.is_dir() and p.name != "best")
     if not others:
         raise Missing(f"{retrain} has no baseline network (retrain_baseline off, or retraining unfinished)")
-    if len(others) > 1:
-        named = [p for p in others if p.name == space_baseline_name(run_dir)]
-        if named:
-            return named[0]
+    if len(others) > 1 and space_baseline_name(run_dir) in others:
+        return str(space_baseline_name(run_dir))
     return others[0]
 
 
 def space_baseline_name(run_dir: Path) -> str | None:
     from nasengine import registry
-    from nasengine.settings import config as configuration
 
-    config = configuration.load(run_dir / "config.toml")
+    config = configuration.load(RunLayout(run_dir).config)
     return registry.create("space", config.space, **config.space_options).baseline_name
 
 
@@ -200,7 +188,7 @@ def measure(function: Callable[..., Cell], *args: Any) -> Cell:
     """``function(*args)``, or an n/a cell saying why it could not be measured; never raises."""
     try:
         return function(*args)
-    except Missing as exc:
+    except (Missing, NasEngineError) as exc:  # an absent or unreadable input: its own one-line message
         return Cell("n/a", reason=str(exc))
     except Exception as exc:  # a measure is a report, not a check: show the failure, carry on
         lines = [line.strip() for line in str(exc).strip().splitlines()]
@@ -209,13 +197,10 @@ def measure(function: Callable[..., Cell], *args: Any) -> Cell:
 
 
 def wall_time(run_dir: Path) -> Cell:
-    if not (run_dir / "retrain" / "done.json").exists():
-        raise Missing(f"{run_dir} is unfinished (no retrain/done.json)")
-    parts = [
-        done
-        for phase in ("pretrain", "finetune", "search", "retrain")
-        for done in sorted((run_dir / phase).glob("**/done.json"))
-    ]
+    layout = RunLayout(run_dir)
+    if not layout.done("retrain").exists():
+        raise Missing(f"{run_dir} is unfinished (no retrain/{DONE})")
+    parts = [done for phase in PHASES for done in sorted(layout.folder(phase).glob(f"**/{DONE}"))]
     seconds = {str(p.parent.relative_to(run_dir)): done_seconds(read_json(p)) for p in parts}
     seconds = {part: value for part, value in seconds.items() if value}
     total = sum(seconds.values())
@@ -230,7 +215,9 @@ def done_seconds(done: dict[str, Any]) -> float:
 
 def final_pretrain_loss(log: Path) -> tuple[float, int, str]:
     """Mean of ``ce`` (else ``loss``) over the last ``LAST_ITERATIONS`` iterations; iterations used; key."""
-    records = {int(r["iteration"]): r for r in read_jsonl(log) if "iteration" in r}
+    if not log.exists():
+        raise Missing(f"no {log}")
+    records = {r["iteration"]: r for r in read_training_log(log)}
     if not records:
         raise Missing(f"{log} has no iteration records")
     last = max(records)
@@ -241,12 +228,13 @@ def final_pretrain_loss(log: Path) -> tuple[float, int, str]:
 
 
 def loss_ratio(run_dir: Path) -> Cell:
-    supernet_log = run_dir / "pretrain" / "log.jsonl"
-    if not supernet_log.exists() and (run_dir / "finetune" / "done.json").exists():
+    layout = RunLayout(run_dir)
+    supernet_log = layout.log("pretrain")
+    if not supernet_log.exists() and layout.done("finetune").exists():
         raise Missing(f"{run_dir} has no supernet pre-training (DetNAS-scratch?)")
     supernet, supernet_n, supernet_key = final_pretrain_loss(supernet_log)
-    baseline_log = baseline_dir(run_dir) / "pretrain" / "log.jsonl"
-    baseline, baseline_n, baseline_key = final_pretrain_loss(baseline_log)
+    base = baseline_name(run_dir)
+    baseline, baseline_n, baseline_key = final_pretrain_loss(layout.retrain_phase(base, "pretrain") / LOG)
     ratio = supernet / baseline if baseline > 0 else math.nan
     value = {
         "ratio": ratio,
@@ -256,7 +244,7 @@ def loss_ratio(run_dir: Path) -> Cell:
         "baseline_iterations": baseline_n,
         "supernet_key": supernet_key,
         "baseline_key": baseline_key,
-        "baseline_name": baseline_log.parent.parent.name,
+        "baseline_name": base,
     }
     key = "" if supernet_key == baseline_key == "loss" else f" [{supernet_key}/{baseline_key}]"
     return Cell(
@@ -284,7 +272,7 @@ def distinct_nonzero(run_dir: Path) -> Cell:
 def spread(run_dir: Path) -> Cell:
     scores = finite_scores(run_dir)
     if len(scores) < 2:
-        raise Missing(f"{run_dir / 'search'} has {len(scores)} finite score(s); a spread needs 2")
+        raise Missing(f"{RunLayout(run_dir).folder('search')} has {len(scores)} finite score(s); a spread needs 2")
     std = statistics.stdev(scores)
     value = {"std": std, "min": min(scores), "max": max(scores), "range": max(scores) - min(scores), "n": len(scores)}
     return Cell(f"{std:.3g} ({min(scores):.3g} to {max(scores):.3g})", value)
@@ -315,8 +303,7 @@ def rescore(rescored: dict[str, Any]) -> Cell:
 
 
 def rank_check(run_dir: Path, scale: float) -> Cell:
-    path = run_dir / "report" / "rank_check.json"
-    result = read_json(path)
+    result = read_json(RunLayout(run_dir).rank_check_result)
     got_scale = result.get("schedule_scale")
     note = "" if got_scale == scale else f" [scale x{got_scale:g}]"
     value = {k: result.get(k) for k in ("n", "tau", "tau_p", "rho", "rho_p", "schedule_scale", "degenerate", "message")}
@@ -327,8 +314,9 @@ def rank_check(run_dir: Path, scale: float) -> Cell:
 
 
 def baseline_rank(run_dir: Path) -> Cell:
-    candidates = read_json(run_dir / "report" / "rank_check.json").get("candidates") or []
-    arch = read_json(baseline_dir(run_dir) / "test.json")["arch"]
+    layout = RunLayout(run_dir)
+    candidates = read_json(layout.rank_check_result).get("candidates") or []
+    arch = read_json(layout.retrain_test(baseline_name(run_dir)))["arch"]
     found = [c for c in candidates if list(c["arch"]) == list(arch)]
     if not found:
         raise Missing(f"the rank check did not train the baseline {','.join(map(str, arch))}")
@@ -345,20 +333,22 @@ def comparison(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Entries of the run's own search and of random search, and k (see ``search_comparison``)."""
     from nasengine.studies.search_compare import search_comparison
 
-    if not (run_dir / "config.toml").exists():
+    layout = RunLayout(run_dir)
+    if not layout.config.exists():
         raise Missing(f"{run_dir} is not a run directory")
     own = own_strategy(run_dir)
     if own == COMPARED:
         raise Missing(f"the run's own search is {COMPARED}: nothing to compare with")
     found = search_comparison(run_dir, COMPARED)
     if found is None:
-        folders = [run_dir / f"search-{COMPARED}", run_dir / "search"]
-        empty = [str(f) for f in folders if not (f / "history.jsonl").exists()] or [str(f) for f in folders]
+        folders = [f"search-{COMPARED}", "search"]
+        empty = [str(layout.folder(f)) for f in folders if not layout.history(f).exists()]
+        empty = empty or [str(layout.folder(f)) for f in folders]
         raise Missing(
             f"no candidates in {' or '.join(empty)}"
             + (
                 f" (run 'nasengine search {run_dir} --strategy {COMPARED} --budget-like {own}')"
-                if str(folders[0]) in empty
+                if str(layout.folder(folders[0])) in empty
                 else ""
             )
         )
@@ -387,48 +377,62 @@ def reach(run_dir: Path) -> Cell:
 
 
 def winner(run_dir: Path) -> Cell:
-    best = read_json(run_dir / "retrain" / "best" / "test.json")
-    base_dir = baseline_dir(run_dir)
-    base = read_json(base_dir / "test.json")
+    layout = RunLayout(run_dir)
+    best = read_json(layout.retrain_test("best"))
+    name = baseline_name(run_dir)
+    base = read_json(layout.retrain_test(name))
     a, b = float(best["test"]["score"]), float(base["test"]["score"])
-    return Cell(f"{a:.4f} / {b:.4f}", {"winner": a, "baseline": b, "baseline_name": base_dir.name}, ok=a >= b)
+    return Cell(f"{a:.4f} / {b:.4f}", {"winner": a, "baseline": b, "baseline_name": name}, ok=a >= b)
 
 
 # --- the noise measure: rescoring the best candidate in this process -------------------------------
-def rescore_best(run_dir: Path, draws: int) -> dict[str, Any]:
+def noise_cache(out: Path, run_dir: Path) -> Path:
+    """Where the noise measure of ``run_dir`` is cached: in this bench's folder, one file per run directory."""
+    return out / "noise" / f"{run_key(run_dir)}.json"
+
+
+def rescore_best(run_dir: Path, draws: int, draw_seed: int, cache: Path) -> dict[str, Any]:
     """The search's best rescored: run's calib and seed, seed+1, and ``draws`` other calib subsets.
 
-    Cached in ``RUN/report/fidelity_noise.json`` (keyed by architecture, draws and the supernet file's
-    size and time).
+    Cached in ``cache`` (keyed by the run directory's resolved path, architecture, draws, draw seed and the
+    supernet file's size and time).
     """
-    best = read_json(run_dir / "search" / "best.json")
-    cache = run_dir / "report" / "fidelity_noise.json"
-    key = {"arch": list(best["arch"]), "draws": draws, "supernet": supernet_stamp(run_dir), "replace": True}
-    if cache.exists():
-        try:
-            cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                return cached["result"]
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    result = compute_rescore(run_dir, tuple(int(c) for c in best["arch"]), float(best["score"]), draws)
+    best = read_json(RunLayout(run_dir).best())
+    key = {
+        "run": str(run_dir.resolve()),
+        "arch": list(best["arch"]),
+        "draws": draws,
+        "draw_seed": draw_seed,
+        "supernet": supernet_stamp(run_dir),
+        "replace": True,
+    }
+    try:
+        cached = read_json(cache)
+        if cached.get("key") == key:
+            return cached["result"]
+    except (NasEngineError, AttributeError):  # absent, unreadable or not a cache: computed again
+        pass
+    result = compute_rescore(run_dir, tuple(int(c) for c in best["arch"]), float(best["score"]), draws, draw_seed)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+        write_json(strict_json({"key": key, "result": result}), cache)
     except OSError as exc:
         say(f"could not cache the noise measure in {cache}: {exc}")
     return result
 
 
 def supernet_stamp(run_dir: Path) -> list[float]:
+    layout = RunLayout(run_dir)
     for phase in ("finetune", "pretrain"):
-        path = run_dir / phase / "supernet.pt"
+        path = layout.supernet(phase)
         if path.exists():
             return [path.stat().st_size, path.stat().st_mtime]
     raise Missing(f"no trained supernet in {run_dir} (finetune/supernet.pt)")
 
 
-def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, draws: int) -> dict[str, Any]:
+def compute_rescore(
+    run_dir: Path, arch: tuple[int, ...], search_score: float, draws: int, draw_seed: int
+) -> dict[str, Any]:
     import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -452,7 +456,6 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
     calib_loader = task.loader("calib", train=False, batch_size=batch_size)
     pool = task.dataset("train", train=False)  # the pool the calib split is drawn from; excludes search
     calib_size = len(calib_loader.dataset)
-    split_seed = int(getattr(task, "split_seed", 0))
     seed = run.config.seed
 
     def score(loader: DataLoader, calib_seed: int) -> float:
@@ -464,7 +467,7 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
         other_seed = score(calib_loader, seed + 1)
         subsets = []
         for draw in range(draws):
-            drawn = np.random.default_rng([split_seed, 1, DRAW_SALT + draw]).choice(len(pool), calib_size)
+            drawn = np.random.default_rng([draw_seed, 1, DRAW_SALT + draw]).choice(len(pool), calib_size)
             indices = sorted(int(i) for i in drawn)  # with replacement: see the module's docstring
             loader = DataLoader(Subset(pool, indices), batch_size=batch_size, shuffle=False, collate_fn=task.collate)
             subsets.append(score(loader, seed))
@@ -476,46 +479,22 @@ def compute_rescore(run_dir: Path, arch: tuple[int, ...], search_score: float, d
         "subset_scores": subsets,
         "calib_size": calib_size,
         "pool_size": len(pool),
-        "split_seed": split_seed,
-        "draw_seeds": [[split_seed, 1, DRAW_SALT + d] for d in range(draws)],
+        "draw_seed": draw_seed,
+        "draw_seeds": [[draw_seed, 1, DRAW_SALT + d] for d in range(draws)],
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
 # --- running the protocol -------------------------------------------------------------------------
-def nasengine_command() -> list[str]:
-    """This Python's ``nasengine`` console script (else ``python -m nasengine``)."""
-    script = Path(sys.executable).parent / "nasengine"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nasengine"]
-
-
 def say(message: str) -> None:
-    print(f"[fidelity] {message}", file=sys.stderr, flush=True)
+    common.say("fidelity", message)
 
 
 def run_command(arguments: Sequence[str], log: Path) -> str | None:
-    """Run ``nasengine ARGUMENTS`` with its output in ``log``; None on success, else why it failed."""
-    command = nasengine_command() + list(arguments)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    say(f"{shlex.join(['nasengine', *arguments])}  (log: {log})")
-    started = time.perf_counter()
-    try:
-        with open(log, "w") as handle:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
-    except OSError as exc:
-        say(f"  could not start: {exc}")
-        return f"'nasengine {arguments[0]}' could not start: {exc}"
-    seconds = time.perf_counter() - started
-    if code == 0:
-        say(f"  done in {seconds:.0f} s")
-        return None
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    error = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
-    say(f"  failed (exit {code}) after {seconds:.0f} s: {error.strip()}")
-    return f"'nasengine {arguments[0]}' failed (exit {code}): {error.strip()} (see {log})"
+    return common.run_nasengine(arguments, log, bench="fidelity")
 
 
-def ensure_run(runs: Path, seed: int, preset: str, from_existing: bool) -> str | None:
+def ensure_run(runs: Path, seed: int, preset: str, from_existing: bool, logs: Path) -> str | None:
     """Run (or resume) the preset's protocol for ``seed`` unless it is complete; why it is not, or None."""
     run_dir = runs / f"seed{seed}"
     if run_complete(run_dir):
@@ -525,40 +504,38 @@ def ensure_run(runs: Path, seed: int, preset: str, from_existing: bool) -> str |
         return f"{run_dir} is incomplete and --from-existing runs nothing"
     return run_command(
         ["run", "--preset", preset, "--seed", str(seed), "--out", str(run_dir), "--quiet"],
-        runs / "logs" / f"seed{seed}-run.log",
+        logs / f"seed{seed}-run.log",
     )
 
 
-def ensure_checks(run_dir: Path, rank_n: int, rank_scale: float, from_existing: bool) -> list[str]:
+def ensure_checks(run_dir: Path, rank_n: int, rank_scale: float, from_existing: bool, logs: Path) -> list[str]:
     """Random search and the rank check on ``run_dir``, each unless its result is there; failures."""
     failures = []
-    if not (run_dir / f"search-{COMPARED}" / "done.json").exists() and not from_existing:
+    if not RunLayout(run_dir).done(f"search-{COMPARED}").exists() and not from_existing:
         failure = run_command(
             ["search", str(run_dir), "--strategy", COMPARED, "--budget-like", own_strategy(run_dir), "--quiet"],
-            run_dir.parent / "logs" / f"{run_dir.name}-search-{COMPARED}.log",
+            logs / f"{run_dir.name}-search-{COMPARED}.log",
         )
         failures += [failure] if failure else []
     if not rank_check_current(run_dir, rank_n, rank_scale) and not from_existing:
         failure = run_command(
             ["rank-check", str(run_dir), "-n", str(rank_n), "--schedule-scale", f"{rank_scale:g}", "--quiet"],
-            run_dir.parent / "logs" / f"{run_dir.name}-rank-check.log",
+            logs / f"{run_dir.name}-rank-check.log",
         )
         failures += [failure] if failure else []
     return failures
 
 
 def own_strategy(run_dir: Path) -> str:
-    from nasengine.settings import config as configuration
-
-    return configuration.load(run_dir / "config.toml").search.strategy
+    return configuration.load(RunLayout(run_dir).config).search.strategy
 
 
 def rank_check_current(run_dir: Path, rank_n: int, rank_scale: float) -> bool:
-    """Whether ``report/rank_check.json`` holds a check at this scale with this many candidates."""
+    """Whether the rank check's result holds a check at this scale with this many candidates."""
     try:
-        result = read_json(run_dir / "report" / "rank_check.json")
+        result = read_json(RunLayout(run_dir).rank_check_result)
         candidates = len({tuple(r["arch"]) for r in history(run_dir)})
-    except Missing:
+    except (Missing, NasEngineError):
         return False
     expected = min(rank_n, candidates)  # one more when the check added the space's baseline
     return result.get("schedule_scale") == rank_scale and result.get("n") in (expected, expected + 1)
@@ -587,9 +564,10 @@ def seed_measures(run_dir: Path, check: bool, args: argparse.Namespace) -> dict[
     if args.no_noise:
         cells["noise"] = cells["rescore"] = Cell("n/a", reason="skipped (--no-noise)")
     else:
-        if (run_dir / "search" / "done.json").exists() and not (run_dir / "report" / "fidelity_noise.json").exists():
+        cache = noise_cache(args.out, run_dir)
+        if RunLayout(run_dir).done("search").exists() and not cache.exists():
             say(f"{run_dir.name}: rescoring the best candidate ({args.noise_draws} calib subsets + 2 reruns)")
-        rescored = measure(lambda: Cell("", rescore_best(run_dir, args.noise_draws)))
+        rescored = measure(lambda: Cell("", rescore_best(run_dir, args.noise_draws, args.draw_seed, cache)))
         if rescored.reason:
             cells["noise"] = cells["rescore"] = rescored
         else:
@@ -654,17 +632,6 @@ def table(
     return out
 
 
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null, so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_results(
     path: Path,
     rows: dict[str, dict[int, Cell]],
@@ -690,43 +657,22 @@ def write_results(
     document = {
         "preset": args.preset,
         "runs": str(args.runs),
+        "out": str(args.out),
         "seeds": list(seeds),
         "check_seeds": args.check_seeds,
         "rank_n": args.rank_n,
         "rank_scale": args.rank_scale,
         "noise_draws": args.noise_draws,
+        "draw_seed": args.draw_seed,
         "measures": measures,
         "failures": failures,
         "seconds": round(seconds, 1),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(document), indent=2) + "\n")
+    write_json(strict_json(document), path)
 
 
 # --- command line ---------------------------------------------------------------------------------
-def add_run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """The optional RUN_DIR of the benches that read one of this bench's runs: seed 0's by default, which
-    `make bench` has made by the time it runs them (it runs bench/*.py in order, this one first)."""
-    parser.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/fidelity/seed0"), help=help)
-
-
-def rank_check_candidates(run_dir: Path) -> list[dict[str, Any]]:
-    """The networks of ``run_dir``'s rank check (``report/rank_check.json``), for the benches that reuse them."""
-    path = run_dir / "report" / "rank_check.json"
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {run_dir}` first")
-    return read_json(path)["candidates"]
-
-
-def agreement_cells(a: Sequence[float], b: Sequence[float]) -> tuple[str, str]:
-    """Kendall's tau and Spearman's rho between ``a`` and ``b``, each as ``+0.39 (0.18)`` (p in brackets)."""
-    from scipy.stats import kendalltau, spearmanr
-
-    tau, tau_p = kendalltau(a, b)
-    rho, rho_p = spearmanr(a, b)
-    return f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})"
-
-
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -749,7 +695,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument(
-        "--runs", type=Path, default=Path("runs/fidelity"), help="folder of the run directories (seed<S>/)"
+        "--runs", type=output_folder, default=Path("runs/fidelity"), help="folder of the run directories (seed<S>/)"
+    )
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        help="where fidelity.json, the commands' logs and the noise cache go (default: the --runs folder)",
     )
     parser.add_argument("--seeds", type=parse_seeds, default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--preset", default="demo", help="the preset every seed runs")
@@ -774,7 +725,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run no nasengine command: only read the run directories there are (the noise "
         "measure is still computed, or read from its cache)",
     )
+    parser.add_argument(
+        "--draw-seed",
+        type=int,
+        default=0,
+        help="first numpy seed of the noise measure's calib subsets ([draw_seed, 1, 1000 + d]; 0 draws what "
+        "the built-in tasks' default split_seed drew)",
+    )
     args = parser.parse_args(argv)
+    args.out = args.out or args.runs
     if args.check_seeds == "all":
         args.check_seeds = list(args.seeds)
     else:
@@ -799,20 +758,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     failures: dict[int, list[str]] = {}
     for seed in args.seeds:
-        failure = ensure_run(args.runs, seed, args.preset, args.from_existing)
+        failure = ensure_run(args.runs, seed, args.preset, args.from_existing, args.out / "logs")
         failures[seed] = [failure] if failure else []
     for seed in args.check_seeds:
         check_dir = args.runs / f"seed{seed}"
-        if not failures[seed] and (check_dir / "search" / "done.json").exists():
-            failures[seed] += ensure_checks(check_dir, args.rank_n, args.rank_scale, args.from_existing)
+        if not failures[seed] and RunLayout(check_dir).done("search").exists():
+            failures[seed] += ensure_checks(
+                check_dir, args.rank_n, args.rank_scale, args.from_existing, args.out / "logs"
+            )
     rows = collect(args.runs, args.seeds, args.check_seeds, args)
     seconds = time.perf_counter() - started
     console = Console()
     if not console.is_terminal:  # a file or a pipe: wide enough for one line per row
         console = Console(width=160)
     console.print(table(rows, args.seeds, args.check_seeds, args, failures))
-    write_results(args.runs / "fidelity.json", rows, args, args.seeds, failures, seconds)
-    print(f"numbers: {args.runs / 'fidelity.json'}; bench wall time {seconds:.0f} s")
+    write_results(args.out / "fidelity.json", rows, args, args.seeds, failures, seconds)
+    print(f"numbers: {args.out / 'fidelity.json'}; bench wall time {seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""What the benches share: their run-directory and output-folder arguments, the rank check several of them
+reuse, Kendall's tau and Spearman's rho as table cells, and the ``nasengine`` command run in a subprocess.
+
+Benches read run directories only through :class:`nasengine.rundir.layout.RunLayout` and the product's readers
+(:mod:`nasengine.rundir.records`, ``read_history``, ``read_training_log``, ``load_checkpoint``,
+``nasengine.settings.config.load``), and write only into their own output folder (``--out``), never into a run
+directory; what a bench derives from a run goes under ``OUT/<run_key(run)>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nasengine.rundir.layout import CONFIG, RunLayout
+from nasengine.rundir.records import read_json
+
+DEFAULT_RUN_DIR = Path("runs/fidelity/seed0")
+"""The run the benches that need one read by default: ``bench.fidelity``'s seed 0 (``make bench`` runs the
+benches in name order, so it exists by the time they run)."""
+OUT_ROOT = Path("runs/bench")
+
+
+def add_run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The optional RUN_DIR positional argument (default :data:`DEFAULT_RUN_DIR`)."""
+    parser.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR, help=help)
+
+
+def output_folder(text: str) -> Path:
+    """``--out``'s type: a folder that is not a run directory nor inside one."""
+    path = Path(text)
+    for folder in [path.resolve(), *path.resolve().parents]:
+        if (folder / CONFIG).is_file():
+            raise argparse.ArgumentTypeError(
+                f"{text} is {'' if folder == path.resolve() else 'inside '}the run directory {folder}: "
+                "a bench writes only into its own folder"
+            )
+    return path
+
+
+def add_out_argument(parser: argparse.ArgumentParser, name: str, default: Path | None = None) -> None:
+    """``--out``: the bench's own output folder, ``runs/bench/<name>`` unless ``default`` says otherwise."""
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        default=default or OUT_ROOT / name,
+        help="this bench's output folder (never a run directory)",
+    )
+
+
+def run_key(run_dir: str | Path) -> str:
+    """A folder name for what a bench derives from ``run_dir``: the run's name and a hash of its resolved path,
+    so that two runs never share one and a run finds its own again from any working directory."""
+    resolved = Path(run_dir).resolve()
+    return f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
+
+
+def rank_check_result(run_dir: Path) -> dict[str, Any]:
+    """``run_dir``'s rank-check result (``RunLayout.rank_check_result``); exits saying how to make it if absent."""
+    path = RunLayout(run_dir).rank_check_result
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run `nasengine rank-check {run_dir}` first")
+    return read_json(path)
+
+
+def rank_check_candidates(run_dir: Path) -> list[dict[str, Any]]:
+    """The networks of ``run_dir``'s rank check: arch, supernet and standalone scores, params, ..."""
+    return rank_check_result(run_dir)["candidates"]
+
+
+def agreement_cells(a: Sequence[float], b: Sequence[float]) -> tuple[str, str]:
+    """Kendall's tau and Spearman's rho between ``a`` and ``b``, each as ``+0.39 (0.18)`` (p in brackets)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    tau, tau_p = kendalltau(a, b)
+    rho, rho_p = spearmanr(a, b)
+    return f"{tau:+.2f} ({tau_p:.2f})", f"{rho:+.2f} ({rho_p:.2f})"
+
+
+def nasengine_command() -> list[str]:
+    """This Python's ``nasengine`` console script (else ``python -m nasengine``)."""
+    script = Path(sys.executable).parent / "nasengine"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nasengine"]
+
+
+def say(bench: str, message: str) -> None:
+    """A progress line on stderr, ``[bench] message``."""
+    print(f"[{bench}] {message}", file=sys.stderr, flush=True)
+
+
+def run_nasengine(arguments: Sequence[str], log: Path, *, bench: str) -> str | None:
+    """Run ``nasengine ARGUMENTS`` with its output in ``log``; None on success, else why it failed."""
+    command = nasengine_command() + list(arguments)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    say(bench, f"{shlex.join(['nasengine', *arguments])}  (log: {log})")
+    started = time.perf_counter()
+    try:
+        with open(log, "w") as handle:
+            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+    except OSError as exc:
+        say(bench, f"  could not start: {exc}")
+        return f"'nasengine {arguments[0]}' could not start: {exc}"
+    seconds = time.perf_counter() - started
+    if code == 0:
+        say(bench, f"  done in {seconds:.0f} s")
+        return None
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
+    say(bench, f"  failed (exit {code}) after {seconds:.0f} s: {error.strip()}")
+    return f"'nasengine {arguments[0]}' failed (exit {code}): {error.strip()} (see {log})"
