@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from nasengine import BatchStrategy, NasEngineError, check_int, check_probability
 from nasengine.interfaces import Arch
-from nasengine.strategies.sampling import crossover, mutate
+from nasengine.strategies.variation import crossover, mutate
 
 
 class EvolutionStrategy(BatchStrategy):

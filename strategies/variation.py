@@ -2,7 +2,7 @@
 
 The ask/tell bookkeeping they build on (``BatchStrategy``) and the option checks (``check_int``,
 ``check_probability``) are public in the core, :mod:`nasengine.strategy_base` (``from nasengine import
-BatchStrategy``); they are imported here too, for code that imported them from this module.
+BatchStrategy``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import random
 from collections.abc import Sequence
 
 from nasengine.interfaces import Arch
-from nasengine.strategy_base import BatchStrategy, check_int, check_probability, random_arch
-
-__all__ = ["BatchStrategy", "check_int", "check_probability", "crossover", "mutate", "random_arch"]
 
 
 def mutate(parent: Arch, choices: Sequence[int], prob: float, rng: random.Random) -> Arch:

@@ -14,7 +14,7 @@ from nasengine.interfaces import Arch, Strategy
 from nasengine.settings.config import SearchConfig
 from nasengine.strategies.evolution import EvolutionStrategy
 from nasengine.strategies.random_search import RandomStrategy
-from nasengine.strategies.sampling import crossover, mutate
+from nasengine.strategies.variation import crossover, mutate
 from nasengine.studies.search_compare import budget_matched_options
 
 CHOICES = (4,) * 20
@@ -273,15 +273,13 @@ def test_tell_rejects_what_was_not_asked(cls):
 
 
 def test_the_batch_strategy_base_and_option_checks_are_public():
-    """The base and checks live in the core (``from nasengine import BatchStrategy``); the built-in
-    package still offers them under their old names; the strategy_base docstring's example passes."""
+    """The base and checks live in the core (``from nasengine import BatchStrategy``); the strategy_base
+    docstring's example passes."""
     import nasengine
     from nasengine import check_int, check_probability, strategy_base
-    from nasengine.strategies import sampling
     from nasengine.testing import check_strategy
 
-    assert sampling.BatchStrategy is nasengine.BatchStrategy is strategy_base.BatchStrategy
-    assert sampling.check_int is check_int and sampling.check_probability is check_probability
+    assert nasengine.BatchStrategy is strategy_base.BatchStrategy
     assert issubclass(EvolutionStrategy, BatchStrategy) and issubclass(RandomStrategy, BatchStrategy)
     with pytest.raises(NasEngineError, match="strategy option step must be a number in"):
         check_probability("step", 2)
