@@ -4,16 +4,19 @@
 those standalone test scores is the fidelity measure. But one standalone training is itself a noisy measure
 of a network: another seed changes the initial weights, the data order and the sampled RoIs. This trains
 the same networks (``report/rank_check.json``) again with the run's schedules, the rank check's
-``schedule_scale`` and the run's seed replaced by ``--seed``, into ``RUN/rank-check-reseeded/seed<S>/``
-(resumable: a trained network is only read), and prints Kendall's tau and Spearman's rho between
+``schedule_scale`` and the run's seed replaced by ``--seed``, into ``OUT/<run>/seed<S>/`` (``--out``, default
+``runs/bench/rank_check_reliability``; ``<run>`` is :func:`bench.common.run_key`): a run directory of the bench's
+own, with the run's configuration and the other seed, whose ``rank_check/<arch>-s<scale>/`` folders are laid out as
+``nasengine rank-check``'s and resumable (a trained network is only read). The run itself is only read. It prints
+Kendall's tau and Spearman's rho between
 
 - the two standalone trainings: the ceiling any predictor's agreement with one training can reach;
 - the supernet's scores and each training, and the mean of the two;
 
 with the networks' scores, so that the supernet's tau can be read against the truth's own.
 
-    python bench/rank_check_reliability.py runs/fidelity4/seed0              # --seed: the run's seed + 1000
-    python bench/rank_check_reliability.py runs/fidelity4/seed0 --seed 7
+    python -m bench.rank_check_reliability runs/fidelity4/seed0              # --seed: the run's seed + 1000
+    python -m bench.rank_check_reliability runs/fidelity4/seed0 --seed 7
 
 Cost: one standalone training per network, e.g. about 9 × 150 s at the demo's half schedules on one core.
 """
@@ -22,51 +25,50 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidates
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import add_out_argument, add_run_dir_argument, agreement_cells, rank_check_result, run_key
 from nasengine.protocol.engine import Run
-from nasengine.rundir.records import read_json
+from nasengine.studies.rank_check import candidate_dir
 
-FOLDER = "rank-check-reseeded"
 SEED_OFFSET = 1000
 
 
-def retrained(run: Run, candidates: list[dict], seed: int, scale: float) -> list[float]:
-    """Each candidate's standalone test score with the run's seed replaced by ``seed``."""
-    original = run.config
-    run.config = replace(original, seed=seed)
-    # The distillation teacher was trained with the run's own seed: it is not this training.
-    run._reuse_teacher = lambda *args, **kwargs: None  # type: ignore[method-assign]
+def retrained(run: Run, candidates: list[dict[str, Any]], seed: int, scale: float, out: Path) -> list[float]:
+    """Each candidate's standalone test score with the run's seed replaced by ``seed``, trained in ``out``: a
+    run directory with the run's configuration and that seed (no distillation teacher of its own, so none
+    trained with the run's seed is reused)."""
+    reseeded = Run.create(out, replace(run.config, seed=seed))
     scores = []
-    try:
-        for index, candidate in enumerate(candidates, 1):
-            arch = tuple(candidate["arch"])
-            out = run.dir / FOLDER / f"seed{seed}" / f"{''.join(map(str, arch))}-s{scale:g}"
-            result = run.train_standalone(arch, out, f"reseeded {index}/{len(candidates)}", schedule_scale=scale)
-            scores.append(float(result["test"]["score"]))
-    finally:
-        run.config = original
-        del run._reuse_teacher
+    for index, candidate in enumerate(candidates, 1):
+        arch = tuple(candidate["arch"])
+        folder = candidate_dir(reseeded.dir, arch, scale)
+        result = reseeded.train_standalone(arch, folder, f"reseeded {index}/{len(candidates)}", schedule_scale=scale)
+        scores.append(float(result["test"]["score"]))
     return scores
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_dir_argument(parser, "a run with report/rank_check.json")
     parser.add_argument("--seed", type=int, help=f"the other training seed (default: the run's + {SEED_OFFSET})")
-    args = parser.parse_args()
-    candidates = rank_check_candidates(args.run_dir)
+    add_out_argument(parser, "rank_check_reliability")
+    args = parser.parse_args(argv)
+    result = rank_check_result(args.run_dir)
+    candidates = result["candidates"]
     run = Run.open(args.run_dir)
     seed = args.seed if args.seed is not None else run.config.seed + SEED_OFFSET
     if seed == run.config.seed:
         raise SystemExit(f"--seed {seed} is the run's own seed: pick another")
-    scale = float(read_json(args.run_dir / "report" / "rank_check.json").get("schedule_scale") or 1.0)
+    scale = float(result.get("schedule_scale") or 1.0)
     first = [float(c["standalone_score"]) for c in candidates]
-    second = retrained(run, candidates, seed, scale)
+    second = retrained(run, candidates, seed, scale, args.out / run_key(args.run_dir) / f"seed{seed}")
     supernet = [float(c["supernet_score"]) for c in candidates]
     mean = [statistics.fmean(pair) for pair in zip(first, second)]
 

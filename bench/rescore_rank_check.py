@@ -9,25 +9,26 @@ weight decay 1e-4, the run's fine-tuning batch; the supernet's weights restored 
 and prints Kendall's tau and Spearman's rho against the standalone scores for the run's own supernet scores
 and for each setting — and, for scale, for a predictor with no supernet at all (fewer parameters ranked
 higher). Without adaptation no training: about 5 seconds per network and setting on 2 cores at the demo's
-sizes; each adaptation step adds about 0.15 s.
+sizes; each adaptation step adds about 0.15 s. It only reads the run and writes nothing.
 
-    python bench/rescore_rank_check.py runs/fidelity3/seed0 --calib-size 256 --calib-size 1024
-    python bench/rescore_rank_check.py runs/fidelity3/seed0 --search-size 500
-    python bench/rescore_rank_check.py runs/fidelity4/seed0 --adapt-iterations 10 --adapt-iterations 25
-    python bench/rescore_rank_check.py        # runs/fidelity/seed0 (bench/fidelity.py's), calib 256 and 1024
+    python -m bench.rescore_rank_check runs/fidelity3/seed0 --calib-size 256 --calib-size 1024
+    python -m bench.rescore_rank_check runs/fidelity3/seed0 --search-size 500
+    python -m bench.rescore_rank_check runs/fidelity4/seed0 --adapt-iterations 10 --adapt-iterations 25
+    python -m bench.rescore_rank_check        # runs/fidelity/seed0 (bench.fidelity's), calib 256 and 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Sequence
 from itertools import cycle, islice
 
 import torch
-from fidelity import add_run_dir_argument, agreement_cells, rank_check_candidates
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import add_run_dir_argument, agreement_cells, rank_check_candidates
 from nasengine import registry
 from nasengine.protocol import distributed
 from nasengine.protocol.engine import Run
@@ -74,7 +75,7 @@ def adapt(run: Run, model: torch.nn.Module, task, arch: tuple[int, ...], iterati
         optimizer.step()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_dir_argument(parser, "a run with report/rank_check.json")
     parser.add_argument("--calib-size", type=int, action="append", default=[], help="calib_size to try")
@@ -83,7 +84,7 @@ def main() -> None:
         "--adapt-iterations", type=int, action="append", default=[], help="path-wise fine-tuning steps to try"
     )
     parser.add_argument("--adapt-lr", type=float, default=0.01, help="learning rate of the adaptation (0.01)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (args.calib_size or args.search_size or args.adapt_iterations):
         args.calib_size = [256, 1024]
     candidates = rank_check_candidates(args.run_dir)

@@ -2,14 +2,15 @@
 
 A run's retrained networks (``retrain/best``, ``retrain/<baseline>``) are fine-tuned again from their own
 pre-trained weights (``retrain/<entry>/pretrain``, copied, not retrained) with the run's fine-tuning
-schedule changed by ``--iterations-scale``, ``--lr`` and ``--batch-size``, then tested; everything else
-(seeds, data, milestones as fractions) is the run's. Each variant goes to
-``RUN/retrain-variants/<tag>/<entry>/`` and is resumable like any phase (a finished one is only read).
-The table gives each entry's test score per variant, with the run's own retraining as the first row,
-and the winner's margin over the baseline.
+schedule changed as ``--variant`` says, then tested; everything else (seeds, data, milestones as fractions) is
+the run's. Each variant is a run directory of the bench's own, ``OUT/<run>/<tag>/`` (``--out``, default
+``runs/bench/retrain_variants``; ``<run>`` is :func:`bench.common.run_key`), with the run's configuration and the
+variant's schedule; its entries are in ``retrain/<entry>/`` as in the run, resumable like any phase (a finished
+one is only read). The run itself is only read. The table gives each entry's test score per variant, with the
+run's own retraining as the first row, and the winner's margin over the baseline.
 
-    python bench/retrain_variants.py runs/demo --variant x2 --variant lr0.08 --variant b4-lr0.02-x2
-    python bench/retrain_variants.py             # runs/fidelity/seed0 (bench/fidelity.py's), --variant x2
+    python -m bench.retrain_variants runs/demo --variant x2 --variant lr0.08 --variant b4-lr0.02-x2
+    python -m bench.retrain_variants             # runs/fidelity/seed0 (bench.fidelity's), --variant x2
 
 A variant is ``x<scale>`` (iterations), ``lr<value>``, ``b<batch>`` or several joined by ``-``. Cost: a
 fine-tuning of each entry per variant, e.g. about 2 × 280 s at ``x2`` for the demo on 2 cores.
@@ -19,18 +20,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from fidelity import add_run_dir_argument
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import add_out_argument, add_run_dir_argument, run_key
 from nasengine.protocol.engine import Run
-from nasengine.rundir.layout import SUMMARY, TEST
+from nasengine.rundir.layout import SUMMARY, RunLayout
 from nasengine.rundir.records import read_json
 from nasengine.settings.config import Schedule
-
-FOLDER = "retrain-variants"
 
 
 def parse_variant(tag: str, schedule: Schedule) -> Schedule:
@@ -51,29 +53,28 @@ def parse_variant(tag: str, schedule: Schedule) -> Schedule:
     return replace(schedule, **changes)
 
 
-def retrain_variant(run: Run, entry: str, tag: str) -> dict:
-    """``entry`` of ``run`` fine-tuned again under variant ``tag`` (its pre-training copied), tested."""
-    source = run.layout.retrain_entry(entry)
-    result = read_json(source / TEST)
-    out = run.dir / FOLDER / tag / entry
-    if not (out / "pretrain").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source / "pretrain", out / "pretrain")
-    original = run.config
-    run.config = replace(original, finetune_schedule=parse_variant(tag, original.finetune_schedule))
-    try:
-        return run.train_standalone(tuple(result["arch"]), out, f"{entry} ({tag})")
-    finally:
-        run.config = original
+def variant_run(run: Run, tag: str, out: Path) -> Run:
+    """The run directory ``out`` of variant ``tag``: ``run``'s configuration with the variant's fine-tuning."""
+    return Run.create(out, replace(run.config, finetune_schedule=parse_variant(tag, run.config.finetune_schedule)))
 
 
-def main() -> None:
+def retrain_variant(run: Run, variant: Run, entry: str, tag: str) -> dict[str, Any]:
+    """``entry`` of ``run`` fine-tuned again in ``variant`` (its pre-training copied from ``run``), tested."""
+    arch = tuple(read_json(run.layout.retrain_test(entry))["arch"])
+    pretrained = variant.layout.retrain_phase(entry, "pretrain")
+    if not pretrained.exists():
+        shutil.copytree(run.layout.retrain_phase(entry, "pretrain"), pretrained)
+    return variant.train_standalone(arch, variant.layout.retrain_entry(entry), f"{entry} ({tag})")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_dir_argument(parser, "a run whose retrain phase is done")
     parser.add_argument("--variant", action="append", help="x<scale>, lr<value>, b<batch>, joined by - (default x2)")
-    args = parser.parse_args()
+    add_out_argument(parser, "retrain_variants")
+    args = parser.parse_args(argv)
     args.variant = args.variant or ["x2"]
-    if not (args.run_dir / "retrain" / SUMMARY).exists():
+    if not (RunLayout(args.run_dir).retrain / SUMMARY).exists():
         raise SystemExit(f"{args.run_dir}: no finished retrain phase (retrain/{SUMMARY}); run it first")
     run = Run.open(args.run_dir)
     summary = read_json(run.layout.retrain / SUMMARY)
@@ -82,7 +83,8 @@ def main() -> None:
         parse_variant(tag, run.config.finetune_schedule)  # every tag checked before any training
     rows = [("run's own", {entry: summary[entry]["test"]["score"] for entry in entries})]
     for tag in args.variant:
-        rows.append((tag, {entry: retrain_variant(run, entry, tag)["test"]["score"] for entry in entries}))
+        variant = variant_run(run, tag, args.out / run_key(args.run_dir) / tag)
+        rows.append((tag, {entry: retrain_variant(run, variant, entry, tag)["test"]["score"] for entry in entries}))
     schedule = run.config.finetune_schedule
     table = Table(
         title=f"{args.run_dir}: test score per fine-tuning variant (the run's: {schedule.iterations} it. × "
