@@ -3,17 +3,23 @@
 For ``coco-fpn`` and ``coco-retinanet`` (the VOC tasks build the same models) at their embedded defaults
 (128-px images, batch 8, FPN 64 channels), on the ``shufflenet-small`` supernet with the task's published
 DetNAS path active and ``channels_last`` as the engine runs it: images/s of a training step (forward,
-backward, SGD) over 3 warm-up and 10 timed steps, and of eval-mode inference (no grad) over 1 warm-up
-and 5 timed batches; each from the median batch time. Batches are read before timing, so the figures are the model's alone. The load
-average is printed with the table: on a shared machine other processes slow every figure.
+backward, SGD) over 3 warm-up and 10 timed steps (``--steps``), and of eval-mode inference (no grad) over 1
+warm-up and 5 timed batches (``--eval-batches``); each from the median batch time. Batches are read before
+timing, so the figures are the model's alone. The load average is printed with the table: on a shared machine
+other processes slow every figure. It writes nothing.
+
+    python -m bench.detection_throughput [--tasks coco-fpn,coco-retinanet] [--steps 10] [--eval-batches 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from itertools import cycle, islice
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -21,12 +27,12 @@ from rich.table import Table
 
 from nasengine import registry
 
-TASKS = (("coco-fpn", "detnas-coco-fpn-300m"), ("coco-retinanet", "detnas-coco-retinanet-300m"))
+TASKS = {"coco-fpn": "detnas-coco-fpn-300m", "coco-retinanet": "detnas-coco-retinanet-300m"}  # task: DetNAS path
 WARMUP, STEPS = 3, 10
 EVAL_WARMUP, EVAL_BATCHES = 1, 5
 
 
-def _images_per_second(run, batches: list, warmup: int) -> tuple[float, float]:
+def _images_per_second(run: Callable[[Any], Any], batches: list, warmup: int) -> tuple[float, float]:
     """``(images/s, seconds per batch)`` of ``run(batch)`` from the median batch time after ``warmup`` batches.
 
     The median, not the mean, so that a burst of load from another process does not decide the figure.
@@ -42,7 +48,7 @@ def _images_per_second(run, batches: list, warmup: int) -> tuple[float, float]:
     return len(batches[0][0]) / seconds, seconds
 
 
-def measure(task_name: str, arch_name: str) -> dict[str, float]:
+def measure(task_name: str, arch_name: str, steps: int = STEPS, eval_batches: int = EVAL_BATCHES) -> dict[str, float]:
     task = registry.create("task", task_name)
     space = registry.create("space", "shufflenet-small")
     supernet = space.build_supernet()
@@ -52,7 +58,7 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
     optimizer = torch.optim.SGD(
         model.parameters(), lr=task.base_lr * task.batch_size / task.base_batch_size, momentum=0.9, weight_decay=1e-4
     )
-    train_batches = list(islice(cycle(task.loader("train", train=True)), WARMUP + STEPS))
+    train_batches = list(islice(cycle(task.loader("train", train=True)), WARMUP + steps))
 
     def step(batch) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -62,10 +68,10 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
     model.train()
     train_rate, train_step = _images_per_second(step, train_batches, WARMUP)
 
-    eval_batches = list(islice(task.loader("test", train=False), EVAL_WARMUP + EVAL_BATCHES))
+    test_batches = list(islice(task.loader("test", train=False), EVAL_WARMUP + eval_batches))
     model.eval()
     with torch.no_grad():
-        infer_rate, infer_batch = _images_per_second(lambda batch: model(batch[0]), eval_batches, EVAL_WARMUP)
+        infer_rate, infer_batch = _images_per_second(lambda batch: model(batch[0]), test_batches, EVAL_WARMUP)
     return {
         "size": task.min_size,
         "batch": task.batch_size,
@@ -76,8 +82,17 @@ def measure(task_name: str, arch_name: str) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    rows = [(name, measure(name, arch)) for name, arch in TASKS]
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    parser.add_argument("--steps", type=int, default=STEPS, help="timed training steps (after 3 warm-up steps)")
+    parser.add_argument("--eval-batches", type=int, default=EVAL_BATCHES, help="timed inference batches")
+    args = parser.parse_args(argv)
+    names = args.tasks.split(",")
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        parser.error(f"--tasks: {', '.join(unknown)} not among {', '.join(TASKS)}")
+    rows = [(name, measure(name, TASKS[name], args.steps, args.eval_batches)) for name in names]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     table = Table(
         title=f"Detection throughput on the embedded data, shufflenet-small supernet path, channels_last, "

@@ -1,6 +1,6 @@
 """Kill a run at random points, resume it each time, and check it ends exactly like an uninterrupted run.
 
-    python bench/faults.py [--kills 24] [--preset smoke] [--seed 0] [--out runs/faults]
+    python -m bench.faults [--kills 24] [--preset smoke] [--seed 0] [--out runs/faults]
 
 First an uninterrupted ``nasengine run`` (``reference/``). Then ``faulted-<n>/`` runs: each start of the same
 command is killed with SIGKILL after a random delay (seeded), the next start resumes it, and a run that
@@ -10,68 +10,70 @@ recorded with the phase it interrupted (the training folder it was writing, else
 Every file of every finished faulted run is then compared with the reference:
 
 - checkpoints (``*.pt``): byte for byte (they carry their SHA-256), else tensor by tensor to say which differs;
-- JSON and JSON-lines files: equal after dropping wall-clock fields (``seconds``, ``images_per_s``, ...);
+- JSON and JSON-lines files: equal after dropping wall-clock fields (``seconds``, ``images_per_s``, ...), read
+  with the run files' readers (a torn last line or an unreadable file is a difference);
 - everything else (plots, ``config.toml``): byte for byte. The lock file is skipped (it holds a pid), and so
   is ``tb/``: TensorBoard's event files hold wall times, in files named after the second and pid they began.
 
-A temporary file of a killed write must not survive either. Prints one table and exits 1 on any difference.
+A temporary file of a killed write must not survive either. Prints one table and exits 1 on any difference;
+everything it writes is in ``--out`` (deleted first), with ``faults.json`` the kills and the verdict.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from bench.common import add_out_argument, nasengine_command
+from nasengine.errors import NasEngineError
+from nasengine.rundir.layout import DONE, LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.lock import LOCK_NAME
+from nasengine.rundir.records import read_json, read_json_lines, write_json
+
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
-SKIPPED = {".lock"}
-# TensorBoard's event files record wall times and are named after their host, pid and start time, so no two
-# runs write the same bytes; a resumed phase's steps are kept unique by purge_step instead (tests/test_tensorboard.py)
-SKIPPED_FOLDERS = {"tb"}
+SKIPPED = {LOCK_NAME}
 KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phases are interrupted again
 
 
 def command(preset: str, seed: int, out: Path) -> list[str]:
-    script = Path(sys.executable).parent / "nasengine"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "nasengine"]
-    return [*base, "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet"]
+    return [*nasengine_command(), "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet"]
 
 
 def finished(out: Path) -> bool:
-    return (out / "report" / "summary.json").exists() and (out / "retrain" / "done.json").exists()
+    layout = RunLayout(out)
+    return (layout.report / SUMMARY).exists() and layout.done("retrain").exists()
 
 
 def phase_in_progress(out: Path) -> str:
     """The phase a kill interrupted: the first unfinished phase, or the training folder inside it (teacher,
     distill, retrain/<name>/pretrain, ...) written last."""
-    for phase in ("pretrain", "finetune", "search", "retrain"):
-        if not (out / phase / "done.json").exists():
+    layout = RunLayout(out)
+    for phase in PHASES:
+        if not layout.done(phase).exists():
+            folder = layout.folder(phase)
             open_folders = (
-                [
-                    p
-                    for p in (out / phase).rglob("*")
-                    if p.is_dir() and not (p / "done.json").exists() and (p / "log.jsonl").exists()
-                ]
-                if (out / phase).exists()
+                [p for p in folder.rglob("*") if p.is_dir() and not (p / DONE).exists() and (p / LOG).exists()]
+                if folder.exists()
                 else []
             )
             if not open_folders:
                 return phase
-            newest = max(open_folders, key=lambda p: (p / "log.jsonl").stat().st_mtime)
+            newest = max(open_folders, key=lambda p: (p / LOG).stat().st_mtime)
             return str(newest.relative_to(out))
     return "report"
 
 
-def run_once(arguments: list[str], kill_after: float | None, log) -> tuple[bool, float]:
+def run_once(arguments: list[str], kill_after: float | None, log: IO[str]) -> tuple[bool, float]:
     """Start the command; SIGKILL it after ``kill_after`` seconds. Returns (killed, seconds it ran)."""
     started = time.perf_counter()
     process = subprocess.Popen(arguments, stdout=log, stderr=log, start_new_session=True)
@@ -96,7 +98,19 @@ def comparable(value: Any) -> Any:
 
 
 def json_lines(path: Path) -> list[Any]:
-    return [comparable(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    """A JSON-lines file's records without wall-clock fields; a torn last line is an error (in a finished run,
+    the process that resumed the file must have cut it)."""
+    lines = read_json_lines(path, what="record", fix="compare the files by hand")
+    if lines.intact_bytes is not None:
+        raise NasEngineError(f"{path} ends with a torn line")
+    return [comparable(record) for record in lines.records]
+
+
+def same_records(a: Path, b: Path) -> bool:
+    """Whether two JSON or JSON-lines files hold the same records, wall-clock fields aside."""
+    if a.suffix == ".json":
+        return comparable(read_json(a)) == comparable(read_json(b))
+    return json_lines(a) == json_lines(b)
 
 
 def checkpoint_difference(a: Path, b: Path) -> str:
@@ -125,12 +139,15 @@ def checkpoint_difference(a: Path, b: Path) -> str:
 
 def compare(reference: Path, faulted: Path) -> list[str]:
     """Every difference between the two run directories, as lines (none: identical)."""
+    # TensorBoard's event files record wall times and are named after their host, pid and start time, so no two
+    # runs write the same bytes; a resumed phase's steps are kept unique by purge_step instead (tests/test_tensorboard.py)
+    skipped_folder = RunLayout(reference).tensorboard.name
 
     def files(root: Path) -> set[str]:
         return {
             str(p.relative_to(root))
             for p in root.rglob("*")
-            if p.is_file() and p.name not in SKIPPED and p.relative_to(root).parts[0] not in SKIPPED_FOLDERS
+            if p.is_file() and p.name not in SKIPPED and p.relative_to(root).parts[0] != skipped_folder
         }
 
     ours, theirs = files(reference), files(faulted)
@@ -138,51 +155,54 @@ def compare(reference: Path, faulted: Path) -> list[str]:
     problems += [f"only in the faulted run: {name}" for name in sorted(theirs - ours)]
     for name in sorted(ours & theirs):
         a, b = reference / name, faulted / name
-        if a.suffix == ".json":
-            same = comparable(json.loads(a.read_text())) == comparable(json.loads(b.read_text()))
-        elif a.suffix == ".jsonl":
-            same = json_lines(a) == json_lines(b)
+        detail = ""
+        if a.suffix in (".json", ".jsonl"):
+            try:
+                same = same_records(a, b)
+            except NasEngineError as exc:
+                same, detail = False, f" ({exc})"
         else:
             same = a.read_bytes() == b.read_bytes()
         if not same:
-            detail = f" ({checkpoint_difference(a, b)})" if a.suffix == ".pt" else ""
+            detail = f" ({checkpoint_difference(a, b)})" if a.suffix == ".pt" else detail
             problems.append(f"differs: {name}{detail}")
     return problems
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 1 on any difference, else 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=24, help="kills to land in all (at least 20 for the claim)")
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (the kill delays use seed 1234)")
-    parser.add_argument("--out", type=Path, default=Path("runs/faults"))
-    args = parser.parse_args()
+    add_out_argument(parser, "faults", default=Path("runs/faults"))
+    args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
-    log = open(args.out / "runs.log", "w")
-    reference = args.out / "reference"
-    _, reference_seconds = run_once(command(args.preset, args.seed, reference), None, log)
-    print(f"reference run: {reference_seconds:.1f} s")
-    rng = np.random.default_rng(1234)
-    kills: list[tuple[int, float, str]] = []
-    rounds: list[Path] = []
-    while len(kills) < args.kills:
-        out = args.out / f"faulted-{len(rounds)}"
-        rounds.append(out)
-        for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
-            # delays up to 60 % of the reference time: start-up, then any phase the run has reached
-            delay = float(rng.uniform(1.0, max(2.0, 0.6 * reference_seconds)))
-            killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
-            if not killed:
-                break
-            kills.append((len(rounds) - 1, delay, phase_in_progress(out)))
-            print(
-                f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}",
-                flush=True,
-            )
-        if not finished(out):
-            run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
+    with open(args.out / "runs.log", "w") as log:
+        reference = args.out / "reference"
+        _, reference_seconds = run_once(command(args.preset, args.seed, reference), None, log)
+        print(f"reference run: {reference_seconds:.1f} s")
+        rng = np.random.default_rng(1234)
+        kills: list[tuple[int, float, str]] = []
+        rounds: list[Path] = []
+        while len(kills) < args.kills:
+            out = args.out / f"faulted-{len(rounds)}"
+            rounds.append(out)
+            for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
+                # delays up to 60 % of the reference time: start-up, then any phase the run has reached
+                delay = float(rng.uniform(1.0, max(2.0, 0.6 * reference_seconds)))
+                killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
+                if not killed:
+                    break
+                kills.append((len(rounds) - 1, delay, phase_in_progress(out)))
+                print(
+                    f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}",
+                    flush=True,
+                )
+            if not finished(out):
+                run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
     print()
     differences = 0
     for out in rounds:
@@ -207,11 +227,11 @@ def main() -> None:
         if not differences
         else f"RESULT: {differences} difference(s)"
     )
-    (args.out / "faults.json").write_text(
-        json.dumps({"kills": kills, "differences": differences, "reference_seconds": reference_seconds}, indent=2)
+    write_json(
+        {"kills": kills, "differences": differences, "reference_seconds": reference_seconds}, args.out / "faults.json"
     )
-    sys.exit(1 if differences else 0)
+    return 1 if differences else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

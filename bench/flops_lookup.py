@@ -8,9 +8,10 @@ the space's published architecture both ways. "equal" says whether the table agr
 architecture.
 
 Traces run on one intra-op thread by default (``--threads``): a batch-1 trace gains nothing from more, and
-on shared 2-core machines extra threads oversubscribe the cores and make traces many times slower.
+on shared 2-core machines extra threads oversubscribe the cores and make traces many times slower. The
+tables are built in a temporary cache folder, removed afterwards; nothing else is written.
 
-    python bench/flops_lookup.py [--threads N]
+    python -m bench.flops_lookup [--threads N] [--spaces shufflenet-small,...] [--lookups 1000] [--traces 5]
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -58,14 +60,37 @@ def _traced(space: Space, arch: Arch) -> int:
     return trace_flops(space.build_network(arch), IMAGE_SIZE)
 
 
-def main(threads: int) -> None:
-    torch.set_num_threads(threads)
+def label(name: str, options: dict[str, Any]) -> str:
+    """A space's row label: its name and option values (``shufflenet-large 3.8G``)."""
+    return name + "".join(f" {value}" for value in options.values())
+
+
+@contextmanager
+def cold_cache_and_threads(threads: int) -> Iterator[None]:
+    """An empty temporary FLOPs-table cache and ``threads`` torch threads, both restored afterwards, so that a
+    table build is timed cold without touching the user's cache."""
+    before_threads, before_cache = torch.get_num_threads(), os.environ.get("NASENGINE_CACHE")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["NASENGINE_CACHE"] = cache
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before_threads)
+            if before_cache is None:
+                del os.environ["NASENGINE_CACHE"]
+            else:
+                os.environ["NASENGINE_CACHE"] = before_cache
+
+
+def measure(spaces: list[tuple[str, dict[str, Any], str]], threads: int, lookups: int, traces: int) -> None:
+    """Print the table for ``spaces`` (rows of :data:`SPACES`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         trace_flops(nn.Conv2d(3, 3, 1), 8)  # import fvcore and warm up the tracer outside the timings
     table = Table(
         title=f"One FLOPs query at {IMAGE_SIZE}px, {threads} thread(s): lookup table (median of "
-        f"{LOOKUPS}) vs full fvcore trace (median of {TRACES}); MACs of the published architecture",
+        f"{lookups}) vs full fvcore trace (median of {traces}); MACs of the published architecture",
         title_justify="left",
     )
     for column in (
@@ -81,18 +106,17 @@ def main(threads: int) -> None:
     ):
         table.add_column(column, justify="left" if column in ("space", "published") else "right", no_wrap=True)
     rng = random.Random(0)
-    for name, options, published in SPACES:
+    for name, options, published in spaces:
         space = registry.create("space", name, **options)
         _, build = _timed(cost_table, space, IMAGE_SIZE)  # cold: nothing in memory or in the cache folder
-        archs = [tuple(rng.randrange(n) for n in space.choices) for _ in range(LOOKUPS)]
-        lookup = statistics.median(_timed(space.flops, arch, IMAGE_SIZE)[1] for arch in archs)
-        traced_archs = [space.named[published], *archs[: TRACES - 1]]
+        archs = [tuple(rng.randrange(n) for n in space.choices) for _ in range(lookups)]
+        lookup = statistics.median(_timed(cost_of, space, arch, IMAGE_SIZE)[1] for arch in archs)
+        traced_archs = [space.named[published], *archs[: traces - 1]]
         counts, trace_times = zip(*(_timed(_traced, space, arch) for arch in traced_archs))
         trace = statistics.median(trace_times)
         equal = all(cost_of(space, arch, IMAGE_SIZE).flops == count for arch, count in zip(traced_archs, counts))
-        label = name + "".join(f" {value}" for value in options.values())
         table.add_row(
-            label,
+            label(name, options),
             f"{build:.2f} s",
             f"{lookup * 1e6:.1f} µs",
             f"{trace:.2f} s",
@@ -107,10 +131,21 @@ def main(threads: int) -> None:
     console.print(table)
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["NASENGINE_CACHE"] = cache  # time a cold table build without touching the user's cache
-        main(arguments.threads)
+    labels = [label(name, options) for name, options, _ in SPACES]
+    parser.add_argument("--spaces", default=",".join(labels), help="comma-separated rows, of: " + ", ".join(labels))
+    parser.add_argument("--lookups", type=int, default=LOOKUPS, help="random architectures looked up")
+    parser.add_argument("--traces", type=int, default=TRACES, help="architectures traced (the published one first)")
+    args = parser.parse_args(argv)
+    chosen = args.spaces.split(",")
+    unknown = [name for name in chosen if name not in labels]
+    if unknown:
+        parser.error(f"--spaces: {', '.join(unknown)} not among {', '.join(labels)}")
+    with cold_cache_and_threads(args.threads):
+        measure([row for row in SPACES if label(row[0], row[1]) in chosen], args.threads, args.lookups, args.traces)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,20 +1,24 @@
 """Search throughput in the demo preset: candidates evaluated per minute and where the time goes.
 
 Each candidate costs a BatchNorm recalibration on the ``calib`` split plus scoring on the ``search``
-split. With a run directory (``python bench/search_throughput.py runs/demo``) the figures come from its
-``search/history.jsonl``; without one, a few candidates are evaluated on a freshly initialised supernet
-with the demo preset's task settings (the time per candidate hardly depends on the weights), and the BN
-recalibration of the calib split is also timed both ways, the whole detector's forward pass against the
-search's pass that stops after the backbone (``recalibrate_bn(..., stop_after=supernet)``), alternating,
-median of 3 each.
+split. With a run directory (``python -m bench.search_throughput runs/demo``) the figures come from its
+``search/history.jsonl``; without one, ``--candidates`` (4) candidates are evaluated on a freshly initialised
+supernet with the ``--preset`` (demo) preset's task settings (the time per candidate hardly depends on the
+weights), and the BN recalibration of the calib split is also timed both ways, the whole detector's forward pass
+against the search's pass that stops after the backbone (``recalibrate_bn(..., stop_after=supernet)``),
+alternating, median of 3 each. It writes nothing.
+
+    python -m bench.search_throughput [RUN_DIR] [--preset demo] [--candidates 4]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -24,10 +28,11 @@ from nasengine import registry
 from nasengine.protocol.bn_calibration import recalibrate_bn
 from nasengine.protocol.search import evaluate_candidate, flops_constraint
 from nasengine.rundir.history import read_history
+from nasengine.rundir.layout import RunLayout
 from nasengine.settings import config as configuration
 
 
-def calibration_both_ways(supernet, model, task, calib, repeats: int = 3) -> tuple[float, float]:
+def calibration_both_ways(supernet: Any, model: Any, task: Any, calib: Any, repeats: int = 3) -> tuple[float, float]:
     """Median seconds of recalibrating on ``calib`` with the whole forward pass and stopping after the backbone."""
     whole, stopped = [], []
     for _ in range(repeats):
@@ -40,8 +45,8 @@ def calibration_both_ways(supernet, model, task, calib, repeats: int = 3) -> tup
     return statistics.median(whole), statistics.median(stopped)
 
 
-def measure_fresh(candidates: int = 4) -> tuple[list[dict], tuple[float, float, int]]:
-    config = configuration.resolve("demo")
+def measure_fresh(preset: str = "demo", candidates: int = 4) -> tuple[list[dict], tuple[float, float, int]]:
+    config = configuration.resolve(preset)
     space = registry.create("space", config.space, **config.space_options)
     config.search.flops_max = space.default_flops_max
     task = registry.create("task", config.task, **config.task_options)
@@ -72,15 +77,23 @@ def measure_fresh(candidates: int = 4) -> tuple[list[dict], tuple[float, float, 
     return records, (*calibration_both_ways(supernet, model, task, calib), len(calib.dataset))
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a run whose search history to read (default: none)")
+    parser.add_argument("--preset", default="demo", help="whose task settings a fresh supernet is measured with")
+    parser.add_argument("--candidates", type=int, default=4, help="candidates measured on a fresh supernet")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     both_ways = None
-    if len(sys.argv) > 1:
-        records = read_history(Path(sys.argv[1]) / "search" / "history.jsonl")
-        source = f"history of {sys.argv[1]}"
+    if args.run_dir is not None:
+        history = RunLayout(args.run_dir).history()
+        records = read_history(history)
+        if not records:
+            raise SystemExit(f"{history} has no candidates")
+        source = f"history of {args.run_dir}"
     else:
-        records, both_ways = measure_fresh()
-        source = "fresh supernet, demo preset task settings"
+        records, both_ways = measure_fresh(args.preset, args.candidates)
+        source = f"fresh supernet, {args.preset} preset task settings"
     calib = [r["calib_seconds"] for r in records]
     score = [r["score_seconds"] for r in records]
     total = [r["seconds"] for r in records]

@@ -6,9 +6,10 @@ training loss of each block of 50 iterations (cross-entropy of the trained path;
 end-to-end part, after the block-wise part), the images processed, the wall time, and the top-1
 accuracy of the all-3×3 path and of five random paths on the held-out ``search`` split after BN
 recalibration. The standalone baseline network on the same schedule is the ``distill`` run's teacher.
-``fair`` trains four paths per iteration, so it runs a quarter of the iterations (the same images).
+``fair`` trains four paths per iteration, so it runs a quarter of the iterations (the same images). The run
+directories and ``recipes.json`` (the numbers) go to ``--out``.
 
-    python bench/supernet_recipes.py [--iterations 600] [--out runs/recipes] [--recipes uniform,fair,distill]
+    python -m bench.supernet_recipes [--iterations 600] [--out runs/recipes] [--recipes uniform,fair,distill]
 
 About 6 minutes on 2 CPU cores at the defaults.
 """
@@ -16,38 +17,46 @@ About 6 minutes on 2 CPU cores at the defaults.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import output_folder
 from nasengine.protocol.bn_calibration import recalibrate_bn
 from nasengine.protocol.engine import Run
 from nasengine.rundir.checkpoint import load_checkpoint
-from nasengine.rundir.records import read_json
+from nasengine.rundir.layout import DONE, LOG
+from nasengine.rundir.records import read_json, strict_json, write_json
+from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
 
 
-def pretrain(out: Path, recipe: str, iterations: int) -> Run:
+def pretrain(out: Path, recipe: str, iterations: int, preset: str = "demo") -> Run:
     schedule = {"sampling": recipe, "iterations": iterations // 4 if recipe == "fair" else iterations}
-    config = configuration.resolve("demo", overrides={"pretrain_schedule": schedule})
+    config = configuration.resolve(preset, overrides={"pretrain_schedule": schedule})
     run = Run.create(out / recipe, config)
     run.pretrain()
     return run
 
 
-def curve(log: Path) -> list[float]:
-    losses = [json.loads(line)["loss"] for line in log.read_text().splitlines() if line]
-    return [statistics.fmean(losses[i : i + 50]) for i in range(0, len(losses), 50)]
+def per_50(values: list[float]) -> list[float]:
+    """The mean of each block of 50 values."""
+    return [statistics.fmean(values[i : i + 50]) for i in range(0, len(values), 50)]
+
+
+def curve(log: Path, key: str = "loss") -> list[float]:
+    """``key`` of a training log per 50 iterations."""
+    return per_50([record[key] for record in read_training_log(log)])
 
 
 def path_accuracies(run: Run, paths: int = 5) -> list[float]:
     supernet = run.space.build_supernet()
     model = run._model(run.pretrain_task, supernet)
-    model.load_state_dict(load_checkpoint(run.dir / "pretrain" / "supernet.pt")["model"])
+    model.load_state_dict(load_checkpoint(run.layout.supernet("pretrain"))["model"])
     calib = run.pretrain_task.loader("calib", train=False, batch_size=64)
     scored = run.pretrain_task.loader("search", train=False, batch_size=256)
     rng = np.random.default_rng(123)
@@ -61,23 +70,25 @@ def path_accuracies(run: Run, paths: int = 5) -> list[float]:
     return accuracies
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=600)
-    parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
+    parser.add_argument("--out", type=output_folder, default=Path("runs/recipes"))
     parser.add_argument("--recipes", default="uniform,fair,distill")
-    args = parser.parse_args()
+    parser.add_argument("--preset", default="demo", help="the preset whose pre-training is run")
+    args = parser.parse_args(argv)
+    batch = configuration.resolve(args.preset).pretrain_schedule.batch_size
     table = Table(
-        title=f"supernet pre-training recipes (demo preset, {args.iterations} iterations of 64 images)",
+        title=f"supernet pre-training recipes ({args.preset} preset, {args.iterations} iterations of {batch} images)",
         title_justify="left",
     )
     for column in ("recipe", "loss per 50 iterations", "last 50", "seconds", "top-1 all-3x3 / 5 random paths"):
         table.add_column(column)
     results = {}
     for recipe in args.recipes.split(","):
-        run = pretrain(args.out, recipe, args.iterations)
-        losses = curve(run.dir / "pretrain" / "log.jsonl")
-        done = read_json(run.dir / "pretrain" / "done.json")
+        run = pretrain(args.out, recipe, args.iterations, args.preset)
+        losses = curve(run.layout.log("pretrain"))
+        done = read_json(run.layout.done("pretrain"))
         seconds = done["seconds"] + done.get("distill", {}).get("seconds", 0)
         accuracies = path_accuracies(run)
         results[recipe] = {"curve": losses, "seconds": seconds, "top1": accuracies}
@@ -89,8 +100,8 @@ def main() -> None:
             f"{accuracies[0]:.1f} / " + " ".join(f"{a:.1f}" for a in accuracies[1:]),
         )
         if recipe == "distill":
-            teacher = curve(run.dir / "pretrain" / "teacher" / "log.jsonl")
-            teacher_seconds = read_json(run.dir / "pretrain" / "teacher" / "done.json")["seconds"]
+            teacher = curve(run.layout.teacher / LOG)
+            teacher_seconds = read_json(run.layout.teacher / DONE)["seconds"]
             results["standalone"] = {"curve": teacher, "seconds": teacher_seconds}
             table.add_row(
                 "standalone all-3x3",
@@ -99,18 +110,14 @@ def main() -> None:
                 f"{teacher_seconds:.0f}",
                 "",
             )
-            distill_log = run.dir / "pretrain" / "distill" / "log.jsonl"
-            distill_losses = [json.loads(line)["distill_loss"] for line in distill_log.read_text().splitlines()]
-            results["distill"]["block_loss"] = [
-                statistics.fmean(distill_losses[i : i + 50]) for i in range(0, len(distill_losses), 50)
-            ]
+            results["distill"]["block_loss"] = curve(run.layout.distill / LOG, "distill_loss")
     Console().print(table)
     if "distill" in results:
         print(
             "distill, block-wise relative MSE per 50 iterations:",
             " ".join(f"{v:.3f}" for v in results["distill"]["block_loss"]),
         )
-    (args.out / "recipes.json").write_text(json.dumps(results, indent=1))
+    write_json(strict_json(results), args.out / "recipes.json")
 
 
 if __name__ == "__main__":
