@@ -43,8 +43,14 @@ test: lint
 test-all: lint
 	$(PYTEST)
 
+# Every bench as a module, in name order (bench.fidelity makes the run the later ones read); bench/common.py
+# and bench/__init__.py are helpers, not benches.
 bench: setup
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/*.py; do \
+		name=$$(basename $$script .py); \
+		case $$name in __init__|common) continue;; esac; \
+		$(BIN)/python -m bench.$$name || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .cache
