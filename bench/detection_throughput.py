@@ -60,7 +60,7 @@ def measure(task_name: str, arch_name: str, steps: int = STEPS, eval_batches: in
     )
     train_batches = list(islice(cycle(task.loader("train", train=True)), WARMUP + steps))
 
-    def step(batch) -> None:
+    def step(batch: Any) -> None:
         optimizer.zero_grad(set_to_none=True)
         task.loss(model, batch).backward()
         optimizer.step()

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from bench.common import add_run_dir_argument, agreement_cells, rank_check_candidates
 from nasengine import registry
+from nasengine.interfaces import Task
 from nasengine.protocol import distributed
 from nasengine.protocol.engine import Run
 from nasengine.protocol.search import CandidateEvaluator
@@ -60,7 +61,7 @@ def rescored(
     return scores
 
 
-def adapt(run: Run, model: torch.nn.Module, task, arch: tuple[int, ...], iterations: int, lr: float) -> None:
+def adapt(run: Run, model: torch.nn.Module, task: Task, arch: tuple[int, ...], iterations: int, lr: float) -> None:
     """``iterations`` SGD steps of ``model`` with ``arch`` active, on the task's training split."""
     seed = derived_seed(run.config.seed, ADAPT_SEED, arch_salt(arch))
     torch.manual_seed(seed)
