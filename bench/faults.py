@@ -2,7 +2,8 @@
 
     python -m bench.faults [--kills 24] [--preset smoke] [--seed 0] [--out runs/faults]
 
-First an uninterrupted ``nasengine run`` (``reference/``). Then ``faulted-<n>/`` runs: each start of the same
+First an uninterrupted ``nasengine run`` (``reference/run``). Then ``faulted-<n>/run`` runs (every run folder is
+named ``run``, so the report, which names its run, reads the same): each start of the same
 command is killed with SIGKILL after a random delay (seeded), the next start resumes it, and a run that
 finishes before its kill ends the round; rounds repeat until ``--kills`` kills have landed. Each kill is
 recorded with the phase it interrupted (the training folder it was writing, else the first unfinished phase).
@@ -12,6 +13,7 @@ Every file of every finished faulted run is then compared with the reference:
 - checkpoints (``*.pt``): byte for byte (they carry their SHA-256), else tensor by tensor to say which differs;
 - JSON and JSON-lines files: equal after dropping wall-clock fields (``seconds``, ``images_per_s``, ...), read
   with the run files' readers (a torn last line or an unreadable file is a difference);
+- ``summary.md``: byte for byte but for the seconds of its phase-time table (wall clock);
 - everything else (plots, ``config.toml``): byte for byte. The lock file is skipped (it holds a pid), and so
   is ``tb/``: TensorBoard's event files hold wall times, in files named after the second and pid they began.
 
@@ -42,6 +44,7 @@ from nasengine.rundir.records import read_json, read_json_lines, write_json
 
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
 SKIPPED = {LOCK_NAME}
+RUN_FOLDER = "run"  # every run's folder name: the report names its run
 KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phases are interrupted again
 
 
@@ -113,6 +116,18 @@ def same_records(a: Path, b: Path) -> bool:
     return json_lines(a) == json_lines(b)
 
 
+PHASE_TIMES_HEADER = "| phase | work | seconds |"  # report/summary.md's table of wall-clock phase times
+
+
+def comparable_markdown(text: str) -> str:
+    """``text`` with the seconds column of the phase-time table blanked (every other line as it is)."""
+    lines, in_table = [], False
+    for line in text.splitlines():
+        in_table = line == PHASE_TIMES_HEADER or (in_table and line.startswith("|"))
+        lines.append(line.rsplit("|", 2)[0] + "| |" if in_table and not line.startswith("|--") else line)
+    return "\n".join(lines)
+
+
 def checkpoint_difference(a: Path, b: Path) -> str:
     import torch
 
@@ -161,6 +176,8 @@ def compare(reference: Path, faulted: Path) -> list[str]:
                 same = same_records(a, b)
             except NasEngineError as exc:
                 same, detail = False, f" ({exc})"
+        elif a.suffix == ".md":
+            same = comparable_markdown(a.read_text()) == comparable_markdown(b.read_text())
         else:
             same = a.read_bytes() == b.read_bytes()
         if not same:
@@ -181,14 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     with open(args.out / "runs.log", "w") as log:
-        reference = args.out / "reference"
+        reference = args.out / "reference" / RUN_FOLDER
         _, reference_seconds = run_once(command(args.preset, args.seed, reference), None, log)
         print(f"reference run: {reference_seconds:.1f} s")
         rng = np.random.default_rng(1234)
         kills: list[tuple[int, float, str]] = []
         rounds: list[Path] = []
         while len(kills) < args.kills:
-            out = args.out / f"faulted-{len(rounds)}"
+            out = args.out / f"faulted-{len(rounds)}" / RUN_FOLDER
             rounds.append(out)
             for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
                 # delays up to 60 % of the reference time: start-up, then any phase the run has reached
@@ -210,9 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         temp = [str(p.relative_to(out)) for p in out.rglob(".tmp-*")]
         problems += [f"temporary file left: {name}" for name in temp]
         differences += len(problems)
-        landed = sum(1 for r, _, _ in kills if out.name == f"faulted-{r}")
+        landed = sum(1 for r, _, _ in kills if out.parent.name == f"faulted-{r}")
         verdict = "identical to the uninterrupted run" if not problems else f"{len(problems)} difference(s)"
-        print(f"{out.name}: {landed} kill(s), {verdict}")
+        print(f"{out.parent.name}: {landed} kill(s), {verdict}")
         for line in problems[:20]:
             print(f"    {line}")
     phases: dict[str, int] = {}
