@@ -314,7 +314,7 @@ class Run:
             f"pretrain teacher {self.space.baseline_name}",
         )
         inherit_shared(model, teacher_model)
-        distill_dir = phase_dir / "distill"
+        distill_dir = self.layout.distill
         info = self._timed_training(
             distill_dir,
             "pretrain_schedule.distill_lr",

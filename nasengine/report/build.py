@@ -72,7 +72,7 @@ def collect(directory: Path) -> dict[str, Any]:
         scores = sorted(r["score"] for r in history)
         summary["search_median_score"] = scores[len(scores) // 2]
     summary["retrain"] = {label: read_json(path) for label, path in layout.retrain_tests().items()}
-    rank_check = layout.report / "rank_check.json"
+    rank_check = layout.rank_check_result
     if rank_check.exists():  # written by `nasengine rank-check`
         summary["rank_check"] = read_json(rank_check)
     comparison = search_comparison(directory)
@@ -292,7 +292,7 @@ def training_logs(directory: Path) -> dict[str, Path]:
     layout = RunLayout(directory)
     found = [path for phase in PHASES if layout.folder(phase).is_dir() for path in layout.folder(phase).rglob(LOG)]
     folders = sorted((path.parent.relative_to(layout.root) for path in found), key=lambda f: protocol_order(f.parts))
-    return {folder.as_posix(): layout.root / folder / LOG for folder in folders}
+    return {folder.as_posix(): layout.log(folder.as_posix()) for folder in folders}
 
 
 def reference_networks(directory: Path) -> dict[str, dict[str, Any]]:

@@ -76,8 +76,8 @@ def write_summary_md(directory: Path, summary: Mapping[str, Any], figures: Mappi
     layout = RunLayout(directory)
     config = configuration.load(layout.config)
     figures = dict(figures)
-    if (layout.report / "rank_check.png").is_file():
-        figures["rank_check"] = layout.report / "rank_check.png"
+    if layout.rank_check_figure.is_file():
+        figures["rank_check"] = layout.rank_check_figure
     lines = [
         f"# nasengine report: {directory.name or directory}",
         "",

@@ -142,3 +142,8 @@ class RunLayout:
     def rank_check_result(self) -> Path:
         """The result of ``nasengine rank-check``: its networks, their scores and the rank statistics."""
         return self.root / "report" / "rank_check.json"
+
+    @property
+    def rank_check_figure(self) -> Path:
+        """``nasengine rank-check``'s scatter of standalone against supernet scores."""
+        return self.root / "report" / "rank_check.png"

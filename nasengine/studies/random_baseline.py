@@ -61,7 +61,7 @@ def run_random_baseline(config: RunConfig, directory: Path, count: int, compare:
 
 def check_compare(compare: Path) -> None:
     """``--compare`` names a run whose found architecture has been retrained and tested."""
-    if not (RunLayout(compare).retrain_entry(SEARCHED) / TEST).is_file():
+    if not RunLayout(compare).retrain_test(SEARCHED).is_file():
         raise NasEngineError(
             f"--compare {compare} has no tested searched network ({SEARCHED}/{TEST} under its retrain folder); "
             f"finish it with 'nasengine retrain {compare}'"
@@ -89,7 +89,7 @@ def write_baseline(results: list[dict[str, Any]], directory: Path, compare: Path
     )
     references = reference_networks(compare) if compare is not None else {}
     if compare is not None:
-        searched = read_json(RunLayout(compare).retrain_entry(SEARCHED) / TEST)
+        searched = read_json(RunLayout(compare).retrain_test(SEARCHED))
         summary["searched"] = searched
         table.add_row(
             f"searched ({format_arch(searched['arch'])})", f"{searched['flops']:,}", f"{searched['test']['score']:.4f}"

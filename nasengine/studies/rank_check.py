@@ -32,8 +32,8 @@ from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
 from nasengine.report.drawing import pyplot, save_figure
 from nasengine.rundir.history import read_history
-from nasengine.rundir.layout import TEST, RunLayout
-from nasengine.rundir.records import read_json, write_json
+from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.records import read_json, strict_json, write_json
 from nasengine.settings.config import check_schedule_scale
 
 DEFAULT_COUNT = 8
@@ -168,7 +168,7 @@ def run_rank_check(
         arch = tuple(int(c) for c in record["arch"])
         label = f"rank-check {index}/{len(candidates)}" + (" (baseline)" if record is baseline else "")
         console.log(f"{label}: {format_arch(arch)}")
-        reused = run.layout.retrain_entry(run.space.baseline_name or "") / TEST
+        reused = run.layout.retrain_test(run.space.baseline_name or "")
         if record is baseline and schedule_scale == 1.0 and reused.is_file():
             result = read_json(reused)  # the baseline's retraining: the same network trained the same way
         else:
@@ -178,9 +178,8 @@ def run_rank_check(
         )
     summary = _summary(entries, schedule_scale, run.config.search.on)
     if distributed.is_main():
-        out = run.layout.report
-        write_json(_json_safe(summary), out / "rank_check.json")
-        plot_rank_check(summary, out / "rank_check.png")
+        write_json(strict_json(summary), run.layout.rank_check_result)
+        plot_rank_check(summary, run.layout.rank_check_figure)
         console.console.print(rank_check_table(run.dir, summary))
     return summary
 
@@ -230,17 +229,6 @@ def _summary(entries: list[dict[str, Any]], schedule_scale: float, search_on: st
         "supernet_split": f"search ({search_on})",
         "candidates": entries,
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN becomes null, so the file is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # --- output -------------------------------------------------------------------------------------
