@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-from test_export import retrained_run  # noqa: F401 (a fixture)
 from torchvision.models.detection import FasterRCNN
 
 import nasengine
@@ -76,7 +75,7 @@ def test_bad_requests_are_one_line(args, kwargs, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_run_weights_are_the_retrained_detectors_backbone(retrained_run):  # noqa: F811
+def test_run_weights_are_the_retrained_detectors_backbone(retrained_run):
     backbone = nasengine.backbone(run=retrained_run, entry="best")
     state = load_checkpoint(RunLayout(retrained_run).retrained_checkpoint("best"))["model"]
     trained = {k.removeprefix("backbone.body."): v for k, v in state.items() if k.startswith("backbone.body.")}

@@ -3,6 +3,7 @@
 import json
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -82,6 +83,7 @@ def _on_path(key: str, arch) -> bool:
     return int(choice) == arch[positions.index((int(stage), int(block)))]
 
 
+@pytest.mark.slow
 def test_ddp_training_and_search_on_gloo(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]

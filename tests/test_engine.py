@@ -88,14 +88,12 @@ def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path)
     assert "random (mean ± std)" in output and "searched" in output
 
 
-def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, tmp_path):
+def test_distill_run_reuses_its_teacher_as_the_baseline_pretraining(smoke_run, distilled_run):
     """The teacher is the baseline pre-trained exactly as its retraining would: the distilled run copies
     it, and it equals the baseline pre-trained from scratch in the uniform run."""
     from nasengine.rundir.checkpoint import load_checkpoint
 
-    uniform = smoke_run
-    out = tmp_path / "distill"
-    invoke("run", "--preset", "smoke", "--out", out, "--quiet", "--set", "pretrain_schedule.sampling=distill")
+    uniform, out = smoke_run, distilled_run
     for folder in ("pretrain/teacher", "pretrain/distill", "retrain/shufflenetv2-20/pretrain"):
         assert (out / folder / "checkpoint.pt").exists(), folder
     info = json.loads((out / "pretrain" / "done.json").read_text())

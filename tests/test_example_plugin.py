@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nasengine-tiny"
+pytestmark = pytest.mark.slow  # a pip install and a nasengine process per test: end to end, for `make test-all`
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,17 +18,6 @@ from nasengine.rundir.layout import RunLayout
 from nasengine.rundir.retrained import load_retrained
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def retrained_run(tmp_path_factory):
-    """A smoke run that skips pre-training, the search and the baseline: only the named FPN architecture, retrained."""
-    out = tmp_path_factory.mktemp("runs") / "retrained"
-    args = ["run", "--preset", "smoke", "--no-pretrain", "--arch", "detnas-coco-fpn-300m", "--out", out, "--quiet"]
-    args += ["--set", "retrain_baseline=false"]
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +100,7 @@ def test_backbone_json_describes_network_files_and_opset(retrained_run, backbone
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".partial-")]  # every file moved into place
 
 
+@pytest.mark.slow
 def test_detector_exports_in_every_format(retrained_run, tmp_path):
     info = export(retrained_run, what="detector", out=tmp_path, image_size=SIZE)
     onnx = info["files"]["onnx"]
@@ -176,11 +167,12 @@ def test_a_missing_package_says_how_to_install_it(retrained_run, tmp_path, monke
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_cli_exports_into_the_run_directory(retrained_run):
-    args = ["export", str(retrained_run), "--format", "torchscript", "--image-size", "64"]
+def test_cli_exports_into_the_run_directory(retrained_run, tmp_path):
+    run = Path(shutil.copytree(retrained_run, tmp_path / "run"))  # the shared run is never written into
+    args = ["export", str(run), "--format", "torchscript", "--image-size", "64"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    folder = RunLayout(retrained_run).export("best", "backbone")
+    folder = RunLayout(run).export("best", "backbone")
     assert (folder / "backbone.torchscript.pt").exists() and (folder / "backbone.json").exists()
     assert "torchscript: backbone.torchscript.pt" in result.stdout and "max |diff| vs PyTorch 0" in result.output
 

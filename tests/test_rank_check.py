@@ -6,6 +6,7 @@ import json
 import math
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,15 +146,9 @@ def test_plot_of_a_non_degenerate_check(tmp_path):
 
 # --- on a smoke run -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def searched_run(tmp_path_factory):
-    """A smoke run with its search finished (no retraining: the rank check does its own)."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    run = Run.create(out, configuration.resolve(preset="smoke"))
-    run.pretrain()
-    run.finetune()
-    run.search()
-    return out
+def searched_run(smoke_run, tmp_path_factory):
+    """This module's copy of the shared smoke run, for rank checks (they write into their run)."""
+    return Path(shutil.copytree(smoke_run, tmp_path_factory.mktemp("runs") / "smoke"))
 
 
 def _files(directory):
@@ -227,7 +222,6 @@ def test_bad_schedule_scale_is_a_usage_error(tmp_path):
 @pytest.fixture(scope="module")
 def classification_search(tmp_path_factory):
     """A smoke run searched on its classification supernet: scores (accuracy) differ between paths."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "cls"
     run = Run.create(out, configuration.resolve(preset="smoke", overrides={"search": {"on": "classification"}}))
     run.pretrain()

@@ -47,15 +47,6 @@ def scalars(folder) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def distilled_run(tmp_path_factory):
-    """A smoke run with a distilled supernet (teacher, distill stage) and a comparison search."""
-    out = tmp_path_factory.mktemp("tb") / "run"
-    invoke("run", "--preset", "smoke", "--out", out, "--quiet", "--set", "pretrain_schedule.sampling=distill")
-    invoke("search", out, "--strategy", "random", "--budget-like", "evolution", "--quiet")
-    return out
-
-
 def test_every_training_phase_writes_its_log_figures(distilled_run):
     for folder, loss in TRAINING.items():
         found = scalars(distilled_run / "tb" / folder)
