@@ -380,8 +380,7 @@ def _phase_command(phase: str, help_text: str):
         run_ = Run.open(run_dir)
         arch = kw.get("arch")
         parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
-        run_.check()
-        run_.claim()
+        run_.start()
         if redo:
             run_.redo(phase)
         if phase == "retrain":
@@ -426,8 +425,7 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
 
     out.set_quiet(quiet)
     run_ = Run.open(run_dir)
-    run_.check()
-    run_.claim()
+    run_.start()
     if strategy is None:
         if budget_like is not None:
             raise NasEngineError(

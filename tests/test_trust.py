@@ -15,6 +15,7 @@ from nasengine.cli import cli
 from nasengine.errors import NasEngineError
 from nasengine.protocol.engine import Run
 from nasengine.rundir.checkpoint import load_checkpoint
+from nasengine.rundir.lock import RunLock
 from nasengine.settings import config as configuration
 
 
@@ -93,20 +94,23 @@ def test_a_diverged_state_is_never_saved(tmp_path):
     assert "0.weight" in state_overflow(model)
 
 
-def test_a_second_writer_is_refused_with_the_first_ones_pid(tmp_path):
-    config = configuration.resolve("smoke")
-    Run.create(tmp_path / "run", config)  # this process holds the lock now
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "nasengine", "pretrain", str(tmp_path / "run"), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+def test_a_second_writer_is_refused_with_the_first_ones_pid_before_any_check(tmp_path):
+    config = configuration.resolve("smoke", overrides={"task_options": {"data_root": str(tmp_path / "no-data")}})
+    config.search.flops_max = 3e8
+    configuration.save(config, tmp_path / "run" / "config.toml")  # its checks would fail: the data is missing
+    lock = RunLock(tmp_path / "run").acquire()  # this process holds the run
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "nasengine", "pretrain", str(tmp_path / "run"), "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        lock.release()
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
-    assert f"is in use by another nasengine process (pid {os.getpid()}" in result.stderr
+    assert f"is in use by another nasengine process (pid {os.getpid()}" in result.stderr  # not the data's error
     assert not (tmp_path / "run" / "pretrain").exists()
 
 

@@ -65,8 +65,9 @@ class Run:
     def create(cls, directory: str | Path, config: RunConfig) -> Run:
         """Start a run in ``directory``, or continue the one there if it has the same configuration.
 
-        Everything is checked (:func:`nasengine.protocol.preflight.check_run`) before the directory is touched; the
-        run then holds the directory's lock until the process ends.
+        Everything is checked (:func:`nasengine.protocol.preflight.check_run`) before a new directory is made, and
+        an existing one is locked before the checks (:meth:`start`); the run then holds the directory's lock
+        until the process ends.
         """
         directory = Path(directory)
         if config.search.flops_max is None:
@@ -82,8 +83,7 @@ class Run:
                     f"{directory} holds a run with a different configuration ({difference}); "
                     "use another --out, or rerun with the same options to resume it"
                 )
-        run.check()
-        run.claim()
+        run.start()
         if distributed.is_main() and not saved_path.exists():
             configuration.save(config, saved_path)
         distributed.barrier()
@@ -102,6 +102,15 @@ class Run:
     def check(self) -> None:
         """Everything the run needs, checked before anything is trained (see :mod:`nasengine.protocol.preflight`)."""
         check_run(self)
+
+    def start(self) -> None:
+        """Check everything and hold the directory for this process: an existing directory is claimed first, so
+        a second writer is refused at once rather than after the checks; a new one only once they pass, so
+        a refused run leaves nothing behind."""
+        if self.dir.is_dir():
+            self.claim()
+        self.check()
+        self.claim()
 
     def claim(self) -> None:
         """Create the directory, take its lock for this process's lifetime (one writer per run directory)

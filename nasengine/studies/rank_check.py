@@ -156,8 +156,7 @@ def run_rank_check(
     run = Run.open(run_dir)
     if not run.done("search"):
         raise NasEngineError(f"{run.dir} has no finished search; run 'nasengine search {run.dir}' first")
-    run.check()
-    run.claim()
+    run.start()
     history = read_history(run.layout.history())
     candidates = select_candidates(history, count)
     baseline = _baseline_record(run, history, candidates, schedule_scale) if with_baseline else None
