@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.common import add_out_argument, nasengine_command
 from nasengine.errors import NasEngineError
-from nasengine.rundir.layout import DONE, LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.layout import DONE, LOG, PHASES, RunLayout
 from nasengine.rundir.lock import LOCK_NAME
 from nasengine.rundir.records import read_json, read_json_lines, write_json
 
@@ -50,11 +50,6 @@ KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phas
 
 def command(preset: str, seed: int, out: Path) -> list[str]:
     return [*nasengine_command(), "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet"]
-
-
-def finished(out: Path) -> bool:
-    layout = RunLayout(out)
-    return (layout.report / SUMMARY).exists() and layout.done("retrain").exists()
 
 
 def phase_in_progress(out: Path) -> str:
@@ -207,18 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         while len(kills) < args.kills:
             out = args.out / f"faulted-{len(rounds)}" / RUN_FOLDER
             rounds.append(out)
+            completed = False  # a start ran to its end (files alone cannot say: a kill may hit the report)
             for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
                 # delays up to 60 % of the reference time: start-up, then any phase the run has reached
                 delay = float(rng.uniform(1.0, max(2.0, 0.6 * reference_seconds)))
                 killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
                 if not killed:
+                    completed = True
                     break
                 kills.append((len(rounds) - 1, delay, phase_in_progress(out)))
                 print(
                     f"kill {len(kills):2d}: round {len(rounds) - 1}, after {delay:5.1f} s, during {kills[-1][2]}",
                     flush=True,
                 )
-            if not finished(out):
+            if not completed:
                 run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
     print()
     differences = 0

@@ -1,18 +1,13 @@
 """bench.common: the benches' shared arguments, rank-check loading, agreement cells and nasengine subprocess."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python -m pytest` puts the repository root on the path; the pytest script does not
-    sys.path.insert(0, str(ROOT))
-
-from bench import common  # noqa: E402
-from nasengine.rundir.layout import RunLayout  # noqa: E402
-from nasengine.rundir.records import write_json  # noqa: E402
+from bench import common
+from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.records import write_json
 
 
 def parser_with(add, *args) -> argparse.ArgumentParser:

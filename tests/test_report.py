@@ -349,3 +349,21 @@ def test_report_command_on_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     assert "is not a run directory (no config.toml)" in str(result.exception)
     assert "\n" not in str(result.exception)
     assert not (tmp_path / "report").exists()
+
+
+def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path):
+    from nasengine.report.drawing import pyplot, save_figure
+
+    plt = pyplot()
+    path = save_figure(plt.subplots()[0], tmp_path / "figure.png")
+    before = path.read_bytes()
+    fig, _ = plt.subplots()
+
+    def killed_mid_write(handle, **_):
+        handle.write(b"\x89PNG half a figure")
+        raise KeyboardInterrupt
+
+    fig.savefig = killed_mid_write
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["figure.png"]

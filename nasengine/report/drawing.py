@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nasengine.rundir.atomic import atomic_write
+
 DPI = 120
 
 
@@ -27,9 +29,9 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: Path, dpi: int = DPI) -> Path:
-    """Lay ``fig`` out tightly, write it to ``path`` (folders created) and close it; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Lay ``fig`` out tightly, write it to ``path`` as PNG, atomically (a killed report leaves the old figure
+    or the new one, never half of one), and close it; returns ``path``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
     pyplot().close(fig)
     return path

@@ -18,6 +18,7 @@ from typing import Any
 
 from nasengine.arch import compact_arch
 from nasengine.report.figures import pareto_front, score_name
+from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import DONE, PHASES, RunLayout
 from nasengine.rundir.records import read_json
@@ -94,8 +95,8 @@ def write_summary_md(directory: Path, summary: Mapping[str, Any], figures: Mappi
     lines += ["## Configuration", "", f"From `{layout.config.name}`.", ""]
     lines += table(("setting", "value"), list(flatten(config.to_dict()).items()))
     path = layout.report / "summary.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
     return path
 
 
