@@ -55,6 +55,15 @@ def add_out_argument(parser: argparse.ArgumentParser, name: str, default: Path |
     )
 
 
+def chosen(parser: argparse.ArgumentParser, option: str, text: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``known``; else ``parser`` exits naming the unknown."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"{option}: {', '.join(unknown)} not among {', '.join(known)}")
+    return names
+
+
 def run_key(run_dir: str | Path) -> str:
     """A folder name for what a bench derives from ``run_dir``: the run's name and a hash of its resolved path,
     so that two runs never share one and a run finds its own again from any working directory."""

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import chosen
 from nasengine import registry
 
 TASKS = {"coco-fpn": "detnas-coco-fpn-300m", "coco-retinanet": "detnas-coco-retinanet-300m"}  # task: DetNAS path
@@ -88,10 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help="timed training steps (after 3 warm-up steps)")
     parser.add_argument("--eval-batches", type=int, default=EVAL_BATCHES, help="timed inference batches")
     args = parser.parse_args(argv)
-    names = args.tasks.split(",")
-    unknown = [name for name in names if name not in TASKS]
-    if unknown:
-        parser.error(f"--tasks: {', '.join(unknown)} not among {', '.join(TASKS)}")
+    names = chosen(parser, "--tasks", args.tasks, list(TASKS))
     rows = [(name, measure(name, TASKS[name], args.steps, args.eval_batches)) for name in names]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     table = Table(

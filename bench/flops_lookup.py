@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from bench.common import chosen
 from nasengine import registry
 from nasengine.flops import cost_of, cost_table, trace_flops
 from nasengine.interfaces import Arch, Space
@@ -139,12 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lookups", type=int, default=LOOKUPS, help="random architectures looked up")
     parser.add_argument("--traces", type=int, default=TRACES, help="architectures traced (the published one first)")
     args = parser.parse_args(argv)
-    chosen = args.spaces.split(",")
-    unknown = [name for name in chosen if name not in labels]
-    if unknown:
-        parser.error(f"--spaces: {', '.join(unknown)} not among {', '.join(labels)}")
+    names = chosen(parser, "--spaces", args.spaces, labels)
     with cold_cache_and_threads(args.threads):
-        measure([row for row in SPACES if label(row[0], row[1]) in chosen], args.threads, args.lookups, args.traces)
+        measure([row for row in SPACES if label(row[0], row[1]) in names], args.threads, args.lookups, args.traces)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,10 @@ def test_run_nasengine_reports_success_and_failure(tmp_path, capsys):
     assert failure is not None and failure.startswith("'nasengine no-such-command' failed (exit 2)")
     err = capsys.readouterr().err
     assert "[test] nasengine --version" in err and "[test]   failed (exit 2)" in err
+
+
+def test_chosen_names_must_be_known():
+    parser = argparse.ArgumentParser()
+    assert common.chosen(parser, "--tasks", "a,c", ["a", "b", "c"]) == ["a", "c"]
+    with pytest.raises(SystemExit):
+        common.chosen(parser, "--tasks", "a,x", ["a", "b"])
