@@ -40,8 +40,10 @@ from bench.common import add_out_argument, nasengine_command
 from nasengine.errors import NasEngineError
 from nasengine.rundir.layout import DONE, LOG, PHASES, RunLayout
 from nasengine.rundir.lock import LOCK_NAME
+from nasengine.rundir.manifest import FILES, SELF
 from nasengine.rundir.records import read_json, read_json_lines, write_json
 
+MANIFEST = {FILES, SELF}
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
 SKIPPED = {LOCK_NAME}
 RUN_FOLDER = "run"  # every run's folder name: the report names its run
@@ -87,9 +89,10 @@ def run_once(arguments: list[str], kill_after: float | None, log: IO[str]) -> tu
 
 
 def comparable(value: Any) -> Any:
-    """``value`` without wall-clock fields, at any depth."""
+    """``value`` without wall-clock fields, at any depth, nor a ``done.json``'s manifest: its SHA-256s cover
+    wall-clock fields too (each file it lists is compared on its own)."""
     if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK}
+        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK | MANIFEST}
     if isinstance(value, list):
         return [comparable(v) for v in value]
     return value

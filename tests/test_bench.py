@@ -26,6 +26,7 @@ from bench import (
 )
 from bench.common import run_key
 from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.manifest import write_done
 from nasengine.rundir.records import read_json
 from nasengine.settings import config as configuration
 from nasengine.studies.rank_check import run_rank_check
@@ -232,10 +233,10 @@ def test_faults_compare_finds_differences_but_not_wall_clock_ones(smoke_run, tmp
     reference = tree(smoke_run, tmp_path / "reference", names)
     faulted = tree(smoke_run, tmp_path / "faulted", names)
     done = json.loads((faulted / "search/done.json").read_text())
-    (faulted / "search/done.json").write_text(json.dumps({**done, "seconds": done["seconds"] + 1}))
+    write_done(faulted / "search", {**done, "seconds": done["seconds"] + 1})  # another run's wall clock
     assert faults.compare(reference, faulted) == []
 
-    (faulted / "search/done.json").write_text(json.dumps({**done, "candidates": -1}))
+    write_done(faulted / "search", {**done, "candidates": -1})
     with (faulted / "pretrain/log.jsonl").open("a") as log:
         log.write('{"iteration": 5, "lo')  # a torn last line
     (faulted / "extra.json").write_text("{}")

@@ -36,7 +36,8 @@ def test_a_flipped_bit_is_caught_and_redo_restores_the_same_weights(smoke_run, s
     finished, run_dir = smoke_run, smoke_run_copy
     flip_a_byte(run_dir / "finetune" / "supernet.pt")
     shutil.rmtree(run_dir / "search")
-    with pytest.raises(NasEngineError, match=r"finetune/supernet.pt is corrupt.*--redo"):
+    changed = r"finetune/supernet.pt changed after its phase finished.*nasengine finetune .* --redo"
+    with pytest.raises(NasEngineError, match=changed):
         Run.open(run_dir).search()
     invoke("finetune", run_dir, "--redo", "--quiet")  # keeps the verified checkpoint.pt, rewrites supernet.pt
     redone = load_checkpoint(run_dir / "finetune" / "supernet.pt")["model"]
@@ -133,3 +134,10 @@ def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
 def test_unknown_redo_phase_is_refused(smoke_run):
     with pytest.raises(NasEngineError, match="unknown phase 'nope' for --redo"):
         Run.open(smoke_run).redo("nope")
+
+
+def test_a_run_directory_without_its_configuration_is_refused(smoke_run_copy):
+    (smoke_run_copy / "config.toml").unlink()
+    with pytest.raises(NasEngineError, match="holds a run's pretrain/ but no config.toml"):
+        invoke("run", "--preset", "smoke", "--seed", "7", "--out", smoke_run_copy)
+    assert not (smoke_run_copy / "config.toml").exists()  # the seed-0 results were not adopted as seed 7's

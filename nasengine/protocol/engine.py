@@ -37,6 +37,7 @@ from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint, verify
 from nasengine.rundir.layout import (
     CHECKPOINT,
     DONE,
+    LOG,
     PHASES,
     REDO_DEPENDENTS,
     RESULT_FILES,
@@ -46,6 +47,7 @@ from nasengine.rundir.layout import (
     RunLayout,
 )
 from nasengine.rundir.lock import RunLock
+from nasengine.rundir.manifest import unverified_files, verify_phase, write_done
 from nasengine.rundir.records import read_json, write_json
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig, scale_schedule
@@ -75,6 +77,12 @@ class Run:
             config.search.flops_max = float(space.default_flops_max)
         run = cls(directory, config)
         saved_path = run.layout.config
+        found = [phase for phase in PHASES if run.layout.folder(phase).exists()]
+        if found and not saved_path.exists():
+            raise NasEngineError(
+                f"{directory} holds a run's {found[0]}/ but no {saved_path.name}, so its configuration is unknown; "
+                f"restore {saved_path.name} from a backup, or use another --out"
+            )
         if saved_path.exists():
             saved = configuration.load(saved_path)
             difference = _first_difference(saved.to_dict(), config.to_dict())
@@ -187,19 +195,22 @@ class Run:
 
     # helpers -------------------------------------------------------------------------------------
     def done(self, phase: str) -> bool:
-        """The phase finished: its ``done.json`` exists, and so does its result (a deleted ``supernet.pt``
-        reopens the phase, which resumes from its newest checkpoint)."""
+        """The phase finished: its ``done.json`` exists and every file it lists, and every finished folder
+        below it, is what it wrote (:mod:`nasengine.rundir.manifest`: a changed or missing file is one error
+        naming the ``--redo``). A deleted ``supernet.pt`` reopens the phase, which resumes from its newest
+        checkpoint."""
         if not self.layout.done(phase).exists():
             return False
         product = self.layout.product(phase)
         if product is not None and not product.exists():
             console.log(f"{phase}: {product} is missing; redoing the phase from its newest checkpoint")
             return False
-        return True
+        return _finished(self.layout.folder(phase))
 
     def _mark_done(self, phase_dir: Path, info: dict[str, Any]) -> None:
+        """``done.json``: ``info`` and the SHA-256 of every file the phase wrote."""
         if distributed.is_main():
-            write_json(info, phase_dir / DONE)
+            write_done(phase_dir, info)
         distributed.barrier()
 
     def _model(self, task: Task, backbone: nn.Module) -> nn.Module:
@@ -503,7 +514,7 @@ class Run:
     ) -> None:
         """Train a standalone network's phase into ``folder`` unless it is done, then load its trained
         weights into ``model``."""
-        if not (folder / DONE).exists():
+        if not _finished(folder):
             info = self._train_phase(folder, model, task, schedule, salt, description)
             self._mark_done(folder, info)
         model.load_state_dict(load_checkpoint(folder / CHECKPOINT)["model"])
@@ -527,9 +538,9 @@ class Run:
                 shutil.rmtree(board, ignore_errors=True)
                 shutil.copytree(teacher_board, board)
             info = read_json(teacher_dir / DONE)
-            write_json(
+            write_done(
+                pretrain_dir,
                 {**info, "seconds": 0.0, "reused": "pretrain/teacher", "teacher_seconds": info.get("seconds")},
-                pretrain_dir / DONE,
             )
         distributed.barrier()
 
@@ -550,9 +561,27 @@ class Run:
         return load_checkpoint(self.layout.supernet(phase))
 
 
+def _finished(folder: Path) -> bool:
+    """``folder`` holds a finished phase: its ``done.json`` exists, and what it lists checks out (else
+    :class:`nasengine.rundir.manifest.Tampered`)."""
+    if not (folder / DONE).exists():
+        return False
+    verify_phase(folder)
+    return True
+
+
 def _clear_phase(folder: Path) -> tuple[int, list[str]]:
-    """Delete ``folder``'s results and corrupt checkpoints; returns (checkpoints kept, names deleted)."""
+    """Delete ``folder``'s results and corrupt checkpoints, and the training state of every training folder
+    with a file that is not what its phase wrote (it trains again from its first iteration, so its log is
+    written whole again); returns (checkpoints kept, names deleted)."""
     kept, deleted = 0, []
+    dones = sorted(folder.rglob(DONE)) if folder.is_dir() else []
+    damaged = [path for done in dones for path in unverified_files(done.parent)]
+    for training in sorted({p.parent for p in damaged if (p.parent / LOG).exists() or p.name in (CHECKPOINT, LOG)}):
+        for name in (CHECKPOINT, LOG):
+            if (training / name).exists():
+                (training / name).unlink()
+                deleted.append(str((training / name).relative_to(folder.parent)))
     for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if not path.is_file():
             continue

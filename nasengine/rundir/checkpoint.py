@@ -21,6 +21,7 @@ import torch
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.layout import CONFIG, PHASES
+from nasengine.rundir.manifest import verify_file
 
 TRAILER_MARK = b"\nNASENGINE-SHA256:"
 TRAILER_LENGTH = len(TRAILER_MARK) + 64 + 1  # the mark, 64 hex digits, a newline
@@ -114,6 +115,7 @@ def load_checkpoint(path: str | Path, *, phase: str | None = None) -> dict[str, 
     and unpickle it with ``weights_only=True``. ``phase`` names the phase that wrote it, for the fix
     an error suggests."""
     path = Path(path)
+    verify_file(path)
     body, problem = _split_trailer(_read_bytes(path))
     if problem:
         raise NasEngineError(f"checkpoint {path} is corrupt ({problem}); {_redo_hint(path, phase)}")

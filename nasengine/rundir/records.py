@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
+from nasengine.rundir.manifest import verify_file
 
 RecordCheck = Callable[[Any], "str | None"]
 """Why a parsed line is not a record of its file (a short clause), or None when it is one."""
@@ -54,7 +55,9 @@ def read_json_lines(path: Path, *, what: str, fix: str, check: RecordCheck | Non
     """The records of ``path`` (see the module: a torn last line is dropped, any other bad line raises).
 
     ``what`` names a record in the error (``"history record"``), ``fix`` says what to do about it, and
-    ``check`` refuses lines that parse but are not records of this file."""
+    ``check`` refuses lines that parse but are not records of this file. A file a finished phase wrote is
+    checked against its ``done.json`` first (:mod:`nasengine.rundir.manifest`)."""
+    verify_file(path)
     data = path.read_bytes()
     *lines, tail = data.split(b"\n")  # tail: the bytes after the last newline, a torn line if any
     intact = len(data) - len(tail)
@@ -127,8 +130,10 @@ def write_json(data: Any, path: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """A JSON document; a one-line error when it is missing, not UTF-8 or not JSON."""
+    """A JSON document; a one-line error when it is missing, not UTF-8 or not JSON, or when a finished phase
+    wrote it and it changed since (:mod:`nasengine.rundir.manifest`)."""
     path = Path(path)
+    verify_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -1,0 +1,174 @@
+"""What a finished phase wrote, with each file's SHA-256: recorded in its ``done.json``, checked by every reader.
+
+When a phase (or any training folder: the teacher, a retrained network's ``pretrain``) completes, its
+``done.json`` lists every file of its folder with its SHA-256 — sub-folders included, but not those that
+have a ``done.json`` of their own — and carries the SHA-256 of its own content::
+
+    {"iterations": 600, "final": {...}, "seconds": 56.1,
+     "files": {"checkpoint.pt": "9f2c...", "log.jsonl": "41aa...", "supernet.pt": "e03b..."},
+     "sha256": "c7d1..."}
+
+:func:`verify_file` checks one file against the ``done.json`` that lists it (the nearest one above it in its
+run directory); the run files' readers (:mod:`nasengine.rundir.records`, :mod:`nasengine.rundir.checkpoint`)
+call it on every read, and :func:`verify_phase` checks a whole finished folder before the engine trusts it.
+A file that changed after its phase finished — a flipped byte, a cut, an emptied or a deleted file, a
+history line edited by hand — is one :class:`Tampered` error naming the file and the command that rebuilds
+it. A ``done.json`` written before this module existed lists no files: its folder is not checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nasengine.errors import NasEngineError
+from nasengine.rundir.atomic import atomic_write
+from nasengine.rundir.layout import CONFIG, DONE, PHASES
+from nasengine.rundir.lock import LOCK_NAME
+
+FILES = "files"
+SELF = "sha256"
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> its SHA-256, hashed in this process
+
+
+class Tampered(NasEngineError):
+    """A file of a finished phase is not what the phase wrote."""
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (remembered for this process while its size and modification time stay)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _verified[key] = digest.hexdigest()
+    return _verified[key]
+
+
+def _content_hash(info: dict[str, Any]) -> str:
+    body = {key: value for key, value in info.items() if key != SELF}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def phase_files(folder: Path) -> Iterator[Path]:
+    """The files a ``done.json`` in ``folder`` vouches for: all below it but ``done.json`` itself, the run's lock,
+    temporary files and the folders that have a ``done.json`` of their own."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            if not (entry / DONE).exists():
+                yield from phase_files(entry)
+        elif entry.name not in (DONE, LOCK_NAME) and not entry.name.startswith(".tmp-"):
+            yield entry
+
+
+def write_done(folder: Path, info: dict[str, Any]) -> None:
+    """Write ``folder/done.json``: ``info``, the SHA-256 of every file of the folder, and its own SHA-256."""
+    done = {key: value for key, value in info.items() if key not in (FILES, SELF)}
+    done[FILES] = {path.relative_to(folder).as_posix(): sha256_of(path) for path in phase_files(folder)}
+    done[SELF] = _content_hash(done)
+    text = json.dumps(done, indent=2) + "\n"
+    atomic_write(folder / DONE, lambda handle: handle.write(text.encode()))
+
+
+def run_root(path: Path) -> Path | None:
+    """The run directory holding ``path`` (the nearest folder above it with a ``config.toml``), or None."""
+    for folder in Path(path).resolve().parents:
+        if (folder / CONFIG).is_file():
+            return folder
+    return None
+
+
+def redo_hint(root: Path, folder: Path) -> str:
+    """The command that rebuilds what ``folder`` (a folder of the run ``root``) holds."""
+    parts = Path(folder).resolve().relative_to(root).parts
+    phase = parts[0] if parts else ""
+    if phase in PHASES:
+        return f"nasengine {phase} {root} --redo"
+    return f"delete {folder} and run the command that made it again"
+
+
+def read_done(path: Path) -> dict[str, Any]:
+    """A ``done.json``, its own SHA-256 checked (one that has none, from before manifests, is taken as it is)."""
+    root = run_root(path)
+    where = f"; redo it: {redo_hint(root, path.parent)}" if root else ""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Tampered(f"{path} is damaged (not valid JSON){where}") from None
+    if not isinstance(info, dict):
+        raise Tampered(f"{path} is damaged (not a JSON object){where}")
+    if SELF in info and info[SELF] != _content_hash(info):
+        raise Tampered(f"{path} changed after its phase finished (SHA-256 mismatch){where}")
+    return info
+
+
+def _listed_in(path: Path) -> tuple[Path, str, str] | None:
+    """``(done.json, name in it, recorded SHA-256)`` of the finished folder that vouches for ``path``, or None."""
+    root = run_root(path)
+    if root is None:
+        return None
+    resolved = path.resolve()
+    for folder in resolved.parents:
+        done = folder / DONE
+        if done.is_file():
+            files = read_done(done).get(FILES) or {}
+            name = resolved.relative_to(folder).as_posix()
+            if name in files:
+                return done, name, files[name]
+        if folder == root:
+            return None
+    return None
+
+
+def verify_file(path: Path) -> None:
+    """Check ``path`` against the ``done.json`` that lists it (nothing to do when none does); a ``done.json``
+    is checked against its own SHA-256. A mismatch or a missing file is one :class:`Tampered` line."""
+    path = Path(path)
+    if path.name == DONE:
+        if path.is_file():
+            read_done(path)
+        return
+    listed = _listed_in(path)
+    if listed is None:
+        return
+    done, _, recorded = listed
+    root = run_root(path)
+    hint = redo_hint(root, done.parent) if root else "redo the phase that wrote it"
+    if not path.is_file():
+        raise Tampered(f"{path} is missing, but its finished phase ({done}) wrote it; rebuild it: {hint}")
+    if sha256_of(path) != recorded:
+        raise Tampered(f"{path} changed after its phase finished (SHA-256 differs from {done}); redo it: {hint}")
+
+
+def verify_phase(folder: Path) -> None:
+    """Check every file ``folder/done.json`` lists, and every finished folder below it, each ``done.json``
+    against its own SHA-256; raises :class:`Tampered`."""
+    for done in [folder / DONE, *sorted(p for p in folder.rglob(DONE) if p.parent != folder)]:
+        for name in read_done(done).get(FILES) or {}:
+            verify_file(done.parent / name)
+
+
+def unverified_files(folder: Path) -> list[Path]:
+    """The files ``folder/done.json`` lists that are missing or changed (for ``--redo``: what must be rebuilt);
+    all of them when the ``done.json`` itself is damaged."""
+    try:
+        done = read_done(folder / DONE)
+    except Tampered:
+        return list(phase_files(folder))
+    bad = []
+    for name, recorded in (done.get(FILES) or {}).items():
+        path = folder / name
+        if not path.is_file() or sha256_of(path) != recorded:
+            bad.append(path)
+    return bad
+
+
+def forget_hashes() -> None:
+    """Drop the hashes remembered in this process (for a file changed within one tick of its clock)."""
+    _verified.clear()
