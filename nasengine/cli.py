@@ -546,11 +546,13 @@ def show(run_dir: str, top: int) -> None:
     """Phases done, best candidates and test metrics of a run."""
     from nasengine.report.build import collect, summary_table
     from nasengine.rundir.history import read_history
+    from nasengine.rundir.manifest import verify_run
 
     directory = Path(run_dir)
     layout = RunLayout(directory)
     if not layout.config.exists():
         raise NasEngineError(f"{directory} is not a run directory (no config.toml)")
+    verify_run(directory)
     summary = collect(directory)
     phases = Table(title="phases", title_justify="left")
     phases.add_column("phase")

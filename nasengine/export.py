@@ -33,6 +33,8 @@ from torch import nn
 from nasengine import console
 from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
+from nasengine.rundir.lock import hold_run_lock
+from nasengine.rundir.manifest import verify_run
 from nasengine.rundir.records import write_json
 from nasengine.rundir.retrained import Retrained, load_retrained
 
@@ -95,8 +97,15 @@ def export(
     if what not in WHATS:
         raise NasEngineError(f"unknown export target {what!r}; choose {' or '.join(WHATS)}")
     require(formats)
+    verify_run(Path(run_dir))
     retrained = load_retrained(run_dir, entry, arch)
-    folder = Path(out) if out is not None else retrained.run.layout.export(retrained.entry, what)
+    if out is None:  # into the run directory: not while another process writes it
+        with hold_run_lock(run_dir):
+            return _export(retrained, formats, what, retrained.run.layout.export(retrained.entry, what), image_size)
+    return _export(retrained, formats, what, Path(out), image_size)
+
+
+def _export(retrained: Retrained, formats: Sequence[str], what: str, folder: Path, image_size: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     model = retrained.backbone if what == "backbone" else retrained.detector
     model.eval()

@@ -39,7 +39,9 @@ from nasengine.report.figures import (
 )
 from nasengine.report.markdown import SEARCHED, format_mflops, protocol_order, write_summary_md
 from nasengine.rundir.history import read_history
-from nasengine.rundir.layout import LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.layout import DONE, LOG, PHASES, SUMMARY, RunLayout
+from nasengine.rundir.lock import hold_run_lock
+from nasengine.rundir.manifest import verify_run, write_done
 from nasengine.rundir.records import read_json, write_json
 from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
@@ -110,7 +112,8 @@ def read_random_baseline(directory: str | Path) -> dict[str, Any]:
 def report_run(
     directory: str | Path, compare: str | Path | None = None, random_baseline: str | Path | None = None
 ) -> Path:
-    """``nasengine report``: check the folders, write the report of the run in ``directory``, return
+    """``nasengine report``: check the folders and the run's files, take the run's lock (a run another process
+    is writing is refused: it writes its report itself), write the report of the run in ``directory``, return
     the path of its ``summary.md``."""
     directory, config = open_run(directory)
     if compare is not None:
@@ -118,12 +121,14 @@ def report_run(
     if random_baseline is not None:
         read_random_baseline(random_baseline)
         _check_same_problem(config, Path(random_baseline))
-    write_report(
-        directory,
-        config.search.flops_max,
-        compare=Path(compare) if compare is not None else None,
-        random_baseline=Path(random_baseline) if random_baseline is not None else None,
-    )
+    with hold_run_lock(directory):
+        verify_run(directory, report=False)
+        write_report(
+            directory,
+            config.search.flops_max,
+            compare=Path(compare) if compare is not None else None,
+            random_baseline=Path(random_baseline) if random_baseline is not None else None,
+        )
     return RunLayout(directory).report / "summary.md"
 
 
@@ -150,6 +155,10 @@ def write_report(
     ``directory``; ``flops_max`` is the search's FLOPs limit, drawn on the FLOPs–score plot. ``compare``:
     another run whose architecture is drawn beside this one's; ``random_baseline``: a ``nasengine
     random-baseline`` folder whose models are plotted against the searched network (Fig. 3)."""
+    layout = RunLayout(directory)
+    if distributed.is_main():  # until the new report is whole, no manifest vouches for a file of it
+        (layout.report / DONE).unlink(missing_ok=True)
+    distributed.barrier()
     summary = collect(directory)
     if random_baseline is not None:
         baseline = read_random_baseline(random_baseline)
@@ -162,11 +171,11 @@ def write_report(
             **found_architecture(other, other_config),
         }
     if distributed.is_main():
-        layout = RunLayout(directory)
         out = layout.report
         write_json(summary, out / SUMMARY)
         figures = draw_figures(directory, flops_max, summary)
         write_summary_md(directory, summary, figures)
+        write_done(out, {"report": "summary.md"})
         console.console.print(summary_table(directory, summary))
     return summary
 

@@ -32,6 +32,7 @@ HISTORY = "history.jsonl"  # a search's evaluated candidates
 BEST = "best.json"  # a search's winner
 SUPERNET = "supernet.pt"  # a supernet phase's trained weights
 TEST = "test.json"  # a standalone network's test metrics
+REPORT = "report"
 SUMMARY = "summary.json"
 
 PRODUCTS = {"pretrain": SUPERNET, "finetune": SUPERNET, "search": BEST, "retrain": SUMMARY}

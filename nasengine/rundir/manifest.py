@@ -26,7 +26,7 @@ from typing import Any
 
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
-from nasengine.rundir.layout import CONFIG, DONE, PHASES
+from nasengine.rundir.layout import CONFIG, DONE, PHASES, REPORT
 from nasengine.rundir.lock import LOCK_NAME
 
 FILES = "files"
@@ -90,6 +90,8 @@ def redo_hint(root: Path, folder: Path) -> str:
     phase = parts[0] if parts else ""
     if phase in PHASES:
         return f"nasengine {phase} {root} --redo"
+    if phase == REPORT:
+        return f"nasengine report {root}"
     return f"delete {folder} and run the command that made it again"
 
 
@@ -150,6 +152,18 @@ def verify_phase(folder: Path) -> None:
     """Check every file ``folder/done.json`` lists, and every finished folder below it, each ``done.json``
     against its own SHA-256; raises :class:`Tampered`."""
     for done in [folder / DONE, *sorted(p for p in folder.rglob(DONE) if p.parent != folder)]:
+        for name in read_done(done).get(FILES) or {}:
+            verify_file(done.parent / name)
+
+
+def verify_run(root: Path, *, report: bool = True) -> None:
+    """Check every finished folder of the run directory ``root`` (its phases, comparison searches, rank-check
+    networks; the report unless ``report`` is False: it is about to be written again); raises :class:`Tampered`
+    naming the first file that is not what its phase wrote."""
+    for done in sorted(Path(root).rglob(DONE)):
+        top = done.relative_to(root).parts[0]
+        if top == REPORT and not report:
+            continue
         for name in read_done(done).get(FILES) or {}:
             verify_file(done.parent / name)
 

@@ -151,6 +151,7 @@ def run_rank_check(
     """Train ``count`` candidates of a finished search (and the space's baseline, with ``with_baseline``)
     standalone, compare the rankings, write the report."""
     from nasengine.protocol.engine import Run
+    from nasengine.report.build import write_report
 
     schedule_scale = check_schedule_scale(schedule_scale)
     run = Run.open(run_dir)
@@ -179,6 +180,8 @@ def run_rank_check(
     if distributed.is_main():
         write_json(strict_json(summary), run.layout.rank_check_result)
         plot_rank_check(summary, run.layout.rank_check_figure)
+    write_report(run.dir, run.config.search.flops_max)  # the report's rank-check section, and its manifest
+    if distributed.is_main():
         console.console.print(rank_check_table(run.dir, summary))
     return summary
 
