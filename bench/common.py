@@ -1,5 +1,6 @@
 """What the benches share: their run-directory and output-folder arguments, the rank check several of them
-reuse, Kendall's tau and Spearman's rho as table cells, and the ``nasengine`` command run in a subprocess.
+reuse, Kendall's tau and Spearman's rho as table cells, the ``nasengine`` command run in a subprocess, and
+the comparison of two run directories file by file (wall-clock fields aside).
 
 Benches read run directories only through :class:`nasengine.rundir.layout.RunLayout` and the product's readers
 (:mod:`nasengine.rundir.records`, ``read_history``, ``read_training_log``, ``load_checkpoint``,
@@ -19,8 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nasengine.errors import NasEngineError
 from nasengine.rundir.layout import CONFIG, RunLayout
-from nasengine.rundir.records import read_json
+from nasengine.rundir.lock import LOCK_NAME
+from nasengine.rundir.manifest import FILES, INPUTS, SELF
+from nasengine.rundir.records import read_json, read_json_lines
 
 DEFAULT_RUN_DIR = Path("runs/fidelity/seed0")
 """The run the benches that need one read by default: ``bench.fidelity``'s seed 0 (``make bench`` runs the
@@ -124,3 +128,106 @@ def run_nasengine(arguments: Sequence[str], log: Path, *, bench: str) -> str | N
     error = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
     say(bench, f"  failed (exit {code}) after {seconds:.0f} s: {error.strip()}")
     return f"'nasengine {arguments[0]}' failed (exit {code}): {error.strip()} (see {log})"
+
+
+# --- comparing two run directories (bench.faults, bench.corruption) ------------------------------------------
+MANIFEST = {FILES, INPUTS, SELF}
+WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
+SKIPPED = {LOCK_NAME}
+
+
+def comparable(value: Any) -> Any:
+    """``value`` without wall-clock fields, at any depth, nor a ``done.json``'s manifest: its SHA-256s cover
+    wall-clock fields too (each file it lists is compared on its own)."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK | MANIFEST}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def json_lines(path: Path) -> list[Any]:
+    """A JSON-lines file's records without wall-clock fields; a torn last line is an error (in a finished run,
+    the process that resumed the file must have cut it)."""
+    lines = read_json_lines(path, what="record", fix="compare the files by hand")
+    if lines.intact_bytes is not None:
+        raise NasEngineError(f"{path} ends with a torn line")
+    return [comparable(record) for record in lines.records]
+
+
+def same_records(a: Path, b: Path) -> bool:
+    """Whether two JSON or JSON-lines files hold the same records, wall-clock fields aside."""
+    if a.suffix == ".json":
+        return comparable(read_json(a)) == comparable(read_json(b))
+    return json_lines(a) == json_lines(b)
+
+
+PHASE_TIMES_HEADER = "| phase | work | seconds |"  # report/summary.md's table of wall-clock phase times
+
+
+def comparable_markdown(text: str) -> str:
+    """``text`` with the seconds column of the phase-time table blanked (every other line as it is)."""
+    lines, in_table = [], False
+    for line in text.splitlines():
+        in_table = line == PHASE_TIMES_HEADER or (in_table and line.startswith("|"))
+        lines.append(line.rsplit("|", 2)[0] + "| |" if in_table and not line.startswith("|--") else line)
+    return "\n".join(lines)
+
+
+def checkpoint_difference(a: Path, b: Path) -> str:
+    import torch
+
+    from nasengine.rundir.checkpoint import load_checkpoint
+
+    left, right = load_checkpoint(a), load_checkpoint(b)
+
+    def walk(x: Any, y: Any, where: str) -> str | None:
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            return None if x.shape == y.shape and torch.equal(x, y) else where
+        if isinstance(x, dict) and isinstance(y, dict):
+            if set(x) != set(y):
+                return f"{where} keys"
+            return next((d for k in x if (d := walk(x[k], y[k], f"{where}.{k}"))), None)
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                return f"{where} length"
+            return next((d for i, (p, q) in enumerate(zip(x, y)) if (d := walk(p, q, f"{where}[{i}]"))), None)
+        return None if x == y else where
+
+    found = walk(left, right, "")
+    return f"tensor {found.lstrip('.')} differs" if found else "same tensors, different bytes"
+
+
+def compare(reference: Path, faulted: Path, skip: Sequence[str] = ()) -> list[str]:
+    """Every difference between the two run directories, as lines (none: identical); the folders ``skip`` names
+    are left out, and always ``tb/``: TensorBoard's event files record wall times and are named after their
+    host, pid and start time, so no two runs write the same bytes (a resumed phase's steps are kept unique by
+    purge_step instead, tests/test_tensorboard.py)."""
+    skipped_folders = {RunLayout(reference).tensorboard.name, *skip}
+
+    def files(root: Path) -> set[str]:
+        return {
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and p.name not in SKIPPED and p.relative_to(root).parts[0] not in skipped_folders
+        }
+
+    ours, theirs = files(reference), files(faulted)
+    problems = [f"only in the reference: {name}" for name in sorted(ours - theirs)]
+    problems += [f"only in the faulted run: {name}" for name in sorted(theirs - ours)]
+    for name in sorted(ours & theirs):
+        a, b = reference / name, faulted / name
+        detail = ""
+        if a.suffix in (".json", ".jsonl"):
+            try:
+                same = same_records(a, b)
+            except NasEngineError as exc:
+                same, detail = False, f" ({exc})"
+        elif a.suffix == ".md":
+            same = comparable_markdown(a.read_text()) == comparable_markdown(b.read_text())
+        else:
+            same = a.read_bytes() == b.read_bytes()
+        if not same:
+            detail = f" ({checkpoint_difference(a, b)})" if a.suffix == ".pt" else detail
+            problems.append(f"differs: {name}{detail}")
+    return problems

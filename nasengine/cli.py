@@ -418,8 +418,9 @@ _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture al
     metavar="STRATEGY",
     help=f"Give --strategy as many candidates as the run's own STRATEGY search (e.g. {defaults.DEFAULT_STRATEGY}).",
 )
+@click.option("--redo", is_flag=True, help="Redo the search even if it finished, and what depends on it.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: bool) -> None:
+def search(run_dir: str, strategy: str | None, budget_like: str | None, redo: bool, quiet: bool) -> None:
     """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
     from nasengine.protocol.engine import Run
 
@@ -432,8 +433,14 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, quiet: b
                 f"--budget-like sizes a second search; give it with --strategy (e.g. --strategy "
                 f"{defaults.RANDOM_STRATEGY})"
             )
+        if redo:
+            run_.redo("search")
         run_.search()
         return
+    if redo:
+        raise NasEngineError(
+            f"--redo redoes the run's own search; delete {run_.dir}/search-{strategy} to redo that one"
+        )
     if budget_like is None:
         raise NasEngineError(
             f"--strategy {strategy} needs --budget-like STRATEGY to set its number of candidates "

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bench import (
+    common,
     detection_throughput,
     faults,
     fidelity,
@@ -228,13 +229,14 @@ def tree(source: Path, target: Path, names: list[str]) -> Path:
 
 def test_faults_compare_finds_differences_but_not_wall_clock_ones(smoke_run, tmp_path):
     assert faults.phase_in_progress(smoke_run) == "report"
-    assert faults.compare(smoke_run, smoke_run) == []
+    assert common.compare(smoke_run, smoke_run) == []
     names = ["config.toml", "search/history.jsonl", "search/done.json", "pretrain/log.jsonl", "pretrain/supernet.pt"]
+    names += ["pretrain/done.json", "finetune/done.json"]  # what search/done.json was made from
     reference = tree(smoke_run, tmp_path / "reference", names)
     faulted = tree(smoke_run, tmp_path / "faulted", names)
     done = json.loads((faulted / "search/done.json").read_text())
     write_done(faulted / "search", {**done, "seconds": done["seconds"] + 1})  # another run's wall clock
-    assert faults.compare(reference, faulted) == []
+    assert common.compare(reference, faulted) == []
 
     write_done(faulted / "search", {**done, "candidates": -1})
     with (faulted / "pretrain/log.jsonl").open("a") as log:
@@ -242,7 +244,7 @@ def test_faults_compare_finds_differences_but_not_wall_clock_ones(smoke_run, tmp
     (faulted / "extra.json").write_text("{}")
     torch.save({"model": {"w": torch.zeros(1)}}, faulted / "pretrain/supernet.pt")
     (faulted / "config.toml").unlink()
-    problems = faults.compare(reference, faulted)
+    problems = common.compare(reference, faulted)
     assert problems[:2] == ["only in the reference: config.toml", "only in the faulted run: extra.json"]
     assert problems[2].startswith("differs: pretrain/log.jsonl (") and "torn line" in problems[2]
     assert problems[3].startswith("differs: pretrain/supernet.pt (")
@@ -262,5 +264,5 @@ def test_faults_kills_a_run_and_compares_every_file(tmp_path, capsys):
 def test_faults_compares_the_report_page_without_its_wall_clock_seconds():
     page = "# nasengine report: run\n\n| phase | work | seconds |\n|---|---|---|\n| pretrain | 4 iterations | 1.1 |\n"
     later = page.replace("| 1.1 |", "| 0.9 |")
-    assert faults.comparable_markdown(page) == faults.comparable_markdown(later)
-    assert faults.comparable_markdown(page) != faults.comparable_markdown(later.replace("4 iterations", "5 iterations"))
+    assert common.comparable_markdown(page) == common.comparable_markdown(later)
+    assert common.comparable_markdown(page) != common.comparable_markdown(later.replace("4 iterations", "5 iterations"))

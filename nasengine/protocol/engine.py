@@ -207,10 +207,11 @@ class Run:
             return False
         return _finished(self.layout.folder(phase))
 
-    def _mark_done(self, phase_dir: Path, info: dict[str, Any]) -> None:
-        """``done.json``: ``info`` and the SHA-256 of every file the phase wrote."""
+    def _mark_done(self, phase_dir: Path, info: dict[str, Any], made_from: Sequence[str] = ()) -> None:
+        """``done.json``: ``info``, the SHA-256 of every file the phase wrote and the fingerprints of the finished
+        phases ``made_from`` (their names: ``pretrain``, ``search``, ...)."""
         if distributed.is_main():
-            write_done(phase_dir, info)
+            write_done(phase_dir, info, [self.layout.done(name) for name in made_from])
         distributed.barrier()
 
     def _model(self, task: Task, backbone: nn.Module) -> nn.Module:
@@ -381,7 +382,7 @@ class Run:
         )
         if distributed.is_main():
             save_checkpoint({"model": model.state_dict()}, phase_dir / SUPERNET)
-        self._mark_done(phase_dir, info)
+        self._mark_done(phase_dir, info, ["pretrain"] if self.config.pretrain else [])
 
     def search(
         self, strategy: str | None = None, strategy_options: dict[str, Any] | None = None, folder: str | None = None
@@ -417,18 +418,21 @@ class Run:
         info = {"candidates": best["candidates"], "seconds": round(time.perf_counter() - started, 1)}
         if strategy is not None:
             info.update(strategy=settings.strategy, strategy_options=settings.strategy_options)
-        self._mark_done(phase_dir, info)
+        self._mark_done(phase_dir, info, [self._search_source()])
         label = "search" if strategy is None else folder
         console.log(f"{label}: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
         return best
 
+    def _search_source(self) -> str:
+        """The phase whose supernet the search scores on: fine-tuning, or pre-training for ClsNASNet."""
+        return "pretrain" if self.config.search.on == "classification" else "finetune"
+
     def trained_search_model(self) -> tuple[Supernet, nn.Module]:
         """The trained supernet the search scores candidates on (the fine-tuned one; the pre-trained one for
         ``search.on = "classification"``) and the search task's model around it."""
-        source = "pretrain" if self.config.search.on == "classification" else "finetune"
         supernet = self.space.build_supernet()
         model = self._model(self.search_task, supernet)
-        model.load_state_dict(self._checkpoint(source)["model"])
+        model.load_state_dict(self._checkpoint(self._search_source())["model"])
         return supernet, model
 
     def score_on_supernet(self, arch: Arch) -> dict[str, Any]:
@@ -445,6 +449,7 @@ class Run:
     def retrain(self, arch: Arch | None = None) -> dict[str, Any]:
         """Step 4: the winner (and the all-3×3 baseline) trained alone the same way, then tested."""
         phase_dir = self.layout.retrain
+        searched = arch is None
         if arch is None:
             arch = tuple(read_json(self.layout.best())["arch"]) if self.done("search") else None
             if arch is None:
@@ -460,7 +465,7 @@ class Run:
             results[label] = self.train_standalone(entry_arch, self.layout.retrain_entry(label), label)
         if distributed.is_main():
             write_json(results, phase_dir / SUMMARY)
-        self._mark_done(phase_dir, {"entries": list(results)})
+        self._mark_done(phase_dir, {"entries": list(results)}, ["search"] if searched else [])
         return results
 
     def train_standalone(self, arch: Arch, out_dir: Path, label: str, schedule_scale: float = 1.0) -> dict[str, Any]:

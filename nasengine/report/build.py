@@ -175,7 +175,8 @@ def write_report(
         write_json(summary, out / SUMMARY)
         figures = draw_figures(directory, flops_max, summary)
         write_summary_md(directory, summary, figures)
-        write_done(out, {"report": "summary.md"})
+        made_from = [layout.done(folder.name) for folder in [*map(layout.folder, PHASES), *layout.search_folders()]]
+        write_done(out, {"report": "summary.md"}, [done for done in dict.fromkeys(made_from) if done.is_file()])
         console.console.print(summary_table(directory, summary))
     return summary
 

@@ -2,10 +2,13 @@
 
 When a phase (or any training folder: the teacher, a retrained network's ``pretrain``) completes, its
 ``done.json`` lists every file of its folder with its SHA-256 — sub-folders included, but not those that
-have a ``done.json`` of their own — and carries the SHA-256 of its own content::
+have a ``done.json`` of their own — the fingerprints of the finished phases it was made from (``inputs``:
+the SHA-256 of their ``files``, so a deleted or replaced earlier phase is noticed by the later ones), and the
+SHA-256 of its own content::
 
-    {"iterations": 600, "final": {...}, "seconds": 56.1,
+    {"iterations": 900, "final": {...}, "seconds": 134.2,
      "files": {"checkpoint.pt": "9f2c...", "log.jsonl": "41aa...", "supernet.pt": "e03b..."},
+     "inputs": {"pretrain/done.json": "5be0..."},
      "sha256": "c7d1..."}
 
 :func:`verify_file` checks one file against the ``done.json`` that lists it (the nearest one above it in its
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from nasengine.rundir.layout import CONFIG, DONE, PHASES, REPORT
 from nasengine.rundir.lock import LOCK_NAME
 
 FILES = "files"
+INPUTS = "inputs"
 SELF = "sha256"
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> its SHA-256, hashed in this process
 
@@ -67,10 +71,21 @@ def phase_files(folder: Path) -> Iterator[Path]:
             yield entry
 
 
-def write_done(folder: Path, info: dict[str, Any]) -> None:
-    """Write ``folder/done.json``: ``info``, the SHA-256 of every file of the folder, and its own SHA-256."""
-    done = {key: value for key, value in info.items() if key not in (FILES, SELF)}
+def fingerprint(done: Path) -> str:
+    """What a later phase records of a finished one: the SHA-256 of its ``files`` (wall-clock fields of the
+    ``done.json`` itself left out, so a phase that finishes again with the same files keeps its fingerprint)."""
+    files = read_done(done).get(FILES) or {}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def write_done(folder: Path, info: dict[str, Any], inputs: Sequence[Path] = ()) -> None:
+    """Write ``folder/done.json``: ``info``, the SHA-256 of every file of the folder, the fingerprints of the
+    finished phases' ``done.json`` files ``inputs`` it was made from, and its own SHA-256."""
+    done = {key: value for key, value in info.items() if key not in (FILES, INPUTS, SELF)}
     done[FILES] = {path.relative_to(folder).as_posix(): sha256_of(path) for path in phase_files(folder)}
+    root = run_root(folder / DONE)
+    if inputs and root is not None:
+        done[INPUTS] = {Path(p).resolve().relative_to(root).as_posix(): fingerprint(Path(p)) for p in inputs}
     done[SELF] = _content_hash(done)
     text = json.dumps(done, indent=2) + "\n"
     atomic_write(folder / DONE, lambda handle: handle.write(text.encode()))
@@ -110,6 +125,22 @@ def read_done(path: Path) -> dict[str, Any]:
     return info
 
 
+def check_done(path: Path) -> dict[str, Any]:
+    """:func:`read_done`, and the phases it was made from still there as they were (else :class:`Tampered`)."""
+    info = read_done(path)
+    root = run_root(path)
+    if root is None:
+        return info
+    for name, recorded in (info.get(INPUTS) or {}).items():
+        source = root / name
+        hint = redo_hint(root, source.parent)
+        if not source.is_file():
+            raise Tampered(f"{source} is missing, but {path} was made from its phase; rebuild it: {hint}")
+        if fingerprint(source) != recorded:
+            raise Tampered(f"{source.parent} changed after {path} was made from it; redo it: {hint}")
+    return info
+
+
 def _listed_in(path: Path) -> tuple[Path, str, str] | None:
     """``(done.json, name in it, recorded SHA-256)`` of the finished folder that vouches for ``path``, or None."""
     root = run_root(path)
@@ -134,7 +165,7 @@ def verify_file(path: Path) -> None:
     path = Path(path)
     if path.name == DONE:
         if path.is_file():
-            read_done(path)
+            check_done(path)
         return
     listed = _listed_in(path)
     if listed is None:
@@ -152,7 +183,7 @@ def verify_phase(folder: Path) -> None:
     """Check every file ``folder/done.json`` lists, and every finished folder below it, each ``done.json``
     against its own SHA-256; raises :class:`Tampered`."""
     for done in [folder / DONE, *sorted(p for p in folder.rglob(DONE) if p.parent != folder)]:
-        for name in read_done(done).get(FILES) or {}:
+        for name in check_done(done).get(FILES) or {}:
             verify_file(done.parent / name)
 
 
@@ -164,7 +195,7 @@ def verify_run(root: Path, *, report: bool = True) -> None:
         top = done.relative_to(root).parts[0]
         if top == REPORT and not report:
             continue
-        for name in read_done(done).get(FILES) or {}:
+        for name in check_done(done).get(FILES) or {}:
             verify_file(done.parent / name)
 
 
