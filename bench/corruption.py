@@ -1,6 +1,6 @@
 """Damage a finished run file by file and see whether each command notices: the corruption matrix.
 
-    python -m bench.corruption [--preset smoke] [--files GLOB] [--jobs 2] [--out runs/bench/corruption]
+    python -m bench.corruption [--preset smoke] [--files GLOB,...] [--jobs 2] [--out runs/bench/corruption]
 
 A finished ``nasengine run`` (``reference/run``) is copied once per case; in the copy one file is damaged
 one way — ``flip`` (one byte in the middle XOR 1), ``half`` (cut to half its length), ``empty`` (0 bytes)
@@ -31,6 +31,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +84,30 @@ def clean_error(result: subprocess.CompletedProcess[str]) -> bool:
     return result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
 
 
-def run_case(reference: Path, case: Path, name: str, how: str, command: str, preset: str) -> dict[str, str]:
+class Hints:
+    """Whether following a hint repaired the damage, found once per damaged file, damage and hint (the four
+    commands on one damage usually give the same hint, and following it retrains)."""
+
+    def __init__(self) -> None:
+        self._works: dict[tuple[str, str, str], bool] = {}
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def works(self, key: tuple[str, str, str], reference: Path, case: Path, hint: str, preset: str) -> bool:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._works:  # followed on this case's copy, which the hint names
+                followed = execute([*nasengine_command(), *shlex.split(hint)[1:]])
+                again = execute(command_line("resume", case, preset)) if followed.returncode == 0 else followed
+                repaired = followed.returncode == 0 and again.returncode == 0
+                self._works[key] = repaired and not compare(reference, case, SKIPPED)
+            return self._works[key]
+
+
+def run_case(
+    reference: Path, case: Path, name: str, how: str, command: str, preset: str, hints: Hints
+) -> dict[str, str]:
     """Damage ``name`` of a copy of ``reference`` at ``case`` by ``how``, run ``command`` on it, classify."""
     shutil.copytree(reference, case)
     damage(case / name, how)
@@ -96,9 +120,8 @@ def run_case(reference: Path, case: Path, name: str, how: str, command: str, pre
         hint = HINT.search(result.stderr)
         if outcome == "error" and hint and hint.group(1).split()[1] != "run":
             entry["hint"] = hint.group(1)
-            followed = execute([*nasengine_command(), *shlex.split(hint.group(1))[1:]])
-            again = execute(command_line("resume", case, preset)) if followed.returncode == 0 else followed
-            works = followed.returncode == 0 and again.returncode == 0 and not compare(reference, case, SKIPPED)
+            general = hint.group(1).replace(str(case), "RUN")
+            works = hints.works((name, how, general), reference, case, hint.group(1), preset)
             outcome = "error, hint works" if works else "error, hint fails"
     else:
         outcome = "silent" if compare(reference, case, SKIPPED) else "recovered"
@@ -121,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 1 when a case is silent or crashed, else 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="smoke", help="the preset of the damaged run (default smoke)")
-    parser.add_argument("--files", default="*", help="damage only the run's files matching this glob")
+    parser.add_argument(
+        "--files", default="*", help="damage only the run's files matching these globs (comma-separated)"
+    )
     parser.add_argument("--damages", default=",".join(DAMAGES), help=f"comma-separated, of {', '.join(DAMAGES)}")
     parser.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated, of {', '.join(COMMANDS)}")
     parser.add_argument("--jobs", type=int, default=2, help="cases side by side, one torch thread each")
@@ -140,13 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in reference.rglob("*")
         if p.is_file() and p.name != LOCK_NAME and p.relative_to(reference).parts[0] not in SKIPPED
     )
-    names = [name for name in names if fnmatch.fnmatch(name, args.files)]
+    names = [name for name in names if any(fnmatch.fnmatch(name, glob) for glob in args.files.split(","))]
     plan = [(name, how, command) for name in names for how in damages for command in commands]
     print(f"{len(names)} files x {len(damages)} damages x {len(commands)} commands = {len(plan)} cases", flush=True)
 
+    hints = Hints()
+
     def one(index: int) -> dict[str, str]:
         name, how, command = plan[index]
-        return run_case(reference, args.out / "cases" / f"{index:04d}" / "run", name, how, command, args.preset)
+        case = args.out / "cases" / f"{index:04d}" / "run"
+        return run_case(reference, case, name, how, command, args.preset, hints)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         cases = []
