@@ -5,6 +5,7 @@ Every user-facing problem is a :class:`NasEngineError`, printed as one ``error:`
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -656,3 +657,13 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to continue where it stopped", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        click.echo(
+            f"error: no space left on the device{where}; free some space and run the same command again (a run "
+            "continues from its last checkpoint)",
+            err=True,
+        )
+        sys.exit(2)

@@ -61,6 +61,11 @@ def plugins(kind: str) -> dict[str, Plugin]:
     return found
 
 
+def task_names(task_kind: str) -> list[str]:
+    """The registered tasks whose ``kind`` is ``task_kind`` (``detection`` or ``classification``), by name."""
+    return [name for name, plugin in plugins("task").items() if getattr(plugin.cls, "kind", None) == task_kind]
+
+
 def get(kind: str, name: str) -> type:
     """The class registered as ``name``; a one-line error lists the known names otherwise."""
     known = plugins(kind)
@@ -109,8 +114,9 @@ def declared_options(cls: type, kind: str) -> list[str] | None:
     return None
 
 
-def check_options(kind: str, name: str, options: dict[str, Any]) -> None:
-    """One line naming the first option the plugin ``name`` does not declare, and the options it does."""
+def check_options(kind: str, name: str, options: dict[str, Any], key: str | None = None) -> None:
+    """One line naming the first option the plugin ``name`` does not declare, and the options it does (set under
+    the configuration's ``key``, by default the kind's: ``task_options`` for a task)."""
     cls = get(kind, name)
     declared = declared_options(cls, kind)
     if declared is None:
@@ -122,7 +128,7 @@ def check_options(kind: str, name: str, options: dict[str, Any]) -> None:
         listed = ", ".join(declared)
         raise NasEngineError(
             f"{kind} {name!r} has no option {unknown[0]!r}; its options: {listed} (set them with --set "
-            f"{OPTION_KEYS[kind]}.NAME=VALUE or options.{kind}.{name}.NAME=VALUE)"
+            f"{key or OPTION_KEYS[kind]}.NAME=VALUE or options.{kind}.{name}.NAME=VALUE)"
         )
 
 

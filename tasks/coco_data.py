@@ -11,9 +11,10 @@ so every problem surfaces as one ``NasEngineError`` line when a split is first l
 - a box with negative width or height is an error naming the annotation: a correct COCO export never
   writes one, and the usual cause — ``[x0, y0, x1, y1]`` written where ``[x, y, width, height]`` belongs —
   makes every box wrong, which dropping would hide;
-- boxes that extend past their image by more than ``OUTSIDE_TOLERANCE`` px: the odd one is clipped, but
-  when more than half of the boxes (and at least ``XYXY_MIN_BOXES``) do, that is ``[x0, y0, x1, y1]``
-  written as ``[x, y, width, height]`` again, and an error;
+- an image whose declared ``width``/``height`` differ from its file's: its boxes were drawn on another size;
+- a box that passes its image's edge by more than ``OUTSIDE_TOLERANCE`` px is an error naming it (within the
+  tolerance it is clipped: rounding, 1-based exports); when more than half of the boxes (and at least
+  ``XYXY_MIN_BOXES``) do, the error says ``[x0, y0, x1, y1]`` was written as ``[x, y, width, height]``;
 - a box that is empty (zero width or height, or nothing left after clipping to its image) is dropped, and
   one warning gives the count: COCO itself holds a few, and a detector cannot train on them;
 - a missing image file or one PIL cannot read (the file is named; every image's header is read on loading).
@@ -57,7 +58,7 @@ from nasengine.errors import NasEngineError
 OUTSIDE_TOLERANCE = (
     1.0  # pixels a box may pass its image's edge (rounding, 1-based exports) before it counts as outside
 )
-XYXY_MIN_BOXES = 5  # fewer boxes outside their image than this are only clipped, whatever their share
+XYXY_MIN_BOXES = 5  # fewer boxes outside their image than this are named one by one, not taken for corners
 PROGRESS_FROM = 1000  # decoding at least this many images shows progress
 
 
@@ -226,11 +227,42 @@ def check_not_xyxy(annotations: list[dict], sizes: dict[int, tuple[int, int]], s
     )
 
 
+def check_declared_sizes(images: list[dict], sizes: dict[int, tuple[int, int]], source: str) -> None:
+    """A one-line error for an image whose declared ``width``/``height`` are not its file's: its boxes were drawn on
+    an image of another size (a resized copy), so they would all be wrong."""
+    for image in images:
+        declared = (image.get("width"), image.get("height"))
+        if declared != (None, None) and declared != sizes[image["id"]]:
+            width, height = sizes[image["id"]]
+            shown = "x".join(f"{value:g}" if isinstance(value, (int, float)) else repr(value) for value in declared)
+            raise NasEngineError(
+                f"{source}: image {image['id']} ({image['file_name']}) is declared {shown} but the "
+                f"file is {width}x{height}; its boxes were drawn on an image of another size — rescale the "
+                "annotations to the files, or correct 'width'/'height'"
+            )
+
+
+def check_inside(annotations: list[dict], sizes: dict[int, tuple[int, int]], source: str) -> None:
+    """A one-line error for a box that passes its image's edge by more than ``OUTSIDE_TOLERANCE`` px (left, top,
+    right or bottom): a correct export never writes one, so the annotation (or its image) is wrong."""
+    for annotation in annotations:
+        x, y, w, h = annotation["bbox"]
+        width, height = sizes[annotation["image_id"]]
+        if min(x, y) < -OUTSIDE_TOLERANCE or x + w > width + OUTSIDE_TOLERANCE or y + h > height + OUTSIDE_TOLERANCE:
+            raise NasEngineError(
+                f"{source}: annotation {annotation['id']} has a box {annotation['bbox']} that passes the edge of its "
+                f"{width}x{height} image (by more than {OUTSIDE_TOLERANCE:g} px); correct or remove it"
+            )
+
+
 def clip_boxes(data: dict, sizes: dict[int, tuple[int, int]], source: str) -> None:
-    """Clip every box to its image, record the real image sizes, fill ``area``/``iscrowd``, drop empty boxes."""
+    """Check the declared image sizes and that boxes lie inside their images, clip the rounding slack, record
+    the real image sizes, fill ``area``/``iscrowd``, and drop empty boxes (counted in one warning)."""
+    check_declared_sizes(data["images"], sizes, source)
     for image in data["images"]:
         image["width"], image["height"] = sizes[image["id"]]
     check_not_xyxy(data["annotations"], sizes, source)
+    check_inside(data["annotations"], sizes, source)
     kept = []
     for annotation in data["annotations"]:
         width, height = sizes[annotation["image_id"]]

@@ -299,6 +299,18 @@ class CocoTask(DetectionTask):
         return load_coco(root / self.test_images, root / self.test_annotations)
 
 
+def _class_list(classes: str | list[str] | None) -> list[str] | None:
+    """The ``classes`` option as a list of distinct names (given as a list or as ``"a,b,c"``); one-line errors."""
+    if classes is None:
+        return None
+    names = [name.strip() for name in classes.split(",")] if isinstance(classes, str) else classes
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
+        raise NasEngineError(f"task option 'classes' must be class names, as a list or NAME,NAME,...; got {classes!r}")
+    if len(set(names)) != len(names):
+        raise NasEngineError(f"task option 'classes' names a class twice: {', '.join(names)}")
+    return names
+
+
 class VocTask(DetectionTask):
     """Pascal VOC data (``Annotations``, ``JPEGImages``, ``ImageSets/Main``); scored by AP at IoU 0.5."""
 
@@ -306,19 +318,33 @@ class VocTask(DetectionTask):
     # under the paper's preset, VOC fine-tunes for 22.5k iterations instead of COCO's 90k
     preset_settings: ClassVar[dict[str, dict[str, Any]]] = {"paper": {"finetune_schedule": {"iterations": 22_500}}}
 
-    def __init__(self, *, train_set: str | None = None, test_set: str | None = None, **options: Any):
+    def __init__(
+        self,
+        *,
+        train_set: str | None = None,
+        test_set: str | None = None,
+        classes: str | list[str] | None = None,
+        **options: Any,
+    ):
         super().__init__(**options)
         self.train_set = train_set or ("train" if self.data_root is None else "trainval")
         self.test_set = test_set or "test"
+        self.classes = _class_list(classes)
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "train_set": self.train_set, "test_set": self.test_set}
+        listed = {"classes": self.classes} if self.classes is not None else {}
+        return {**super().options(), "train_set": self.train_set, "test_set": self.test_set, **listed}
 
     @cached_property
     def _reader(self) -> VocReader:
         from nasengine.tasks.voc_data import VocReader
 
-        return VocReader(self._root("voc"), (self.train_set, self.test_set))
+        classes = self.classes
+        if classes is None and self.data_root is None:  # the embedded data's classes, in the order they had
+            from nasengine.tasks.embedded_detection import CATEGORIES
+
+            classes = sorted(category["name"] for category in CATEGORIES)
+        return VocReader(self._root("voc"), (self.train_set, self.test_set), classes)
 
     def _load_train(self) -> Collection:
         return self._reader.collection(self.train_set)

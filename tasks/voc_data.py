@@ -8,8 +8,11 @@ A VOC root holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg`` and ``ImageSe
   is the 0-based ``[x, y, width, height]`` COCO box covering the same pixels;
 - ``difficult`` objects become ``iscrowd = 1``: ignored by COCOeval and left out of training, as the VOC
   protocol ignores them;
-- the categories are the 20 VOC classes when every name found is one of them (a real VOC root, even a
-  split missing a class), else the names found, sorted; category ids are 1..K in that order;
+- the categories are the task's ``classes`` option when it is given (any other name is an error naming its
+  file), else the 20 VOC classes when every name found is one of them (a real VOC root, even a split missing
+  a class); category ids are 1..K in that order. Any other name without ``classes`` is an error listing
+  the names found with their counts and the ``--set task_options.classes=...`` that names them, because a
+  misspelt name would otherwise silently become a class of its own;
 - image ids are 1..N in the order of the set file.
 
 Malformed XML (not well-formed, a missing or non-numeric field, ``xmax < xmin``) is one ``NasEngineError``
@@ -20,7 +23,10 @@ has an ``<object>`` is an error naming the set file (nothing to train on, nothin
 
 from __future__ import annotations
 
+import shlex
 import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -78,8 +84,9 @@ def declares_entities(data: bytes) -> bool:
     )
 
 
-def read_voc_xml(path: Path) -> list[VocObject]:
-    """The objects of one VOC annotation file; a one-line error naming the file and the bad field."""
+def read_voc_xml(path: Path) -> tuple[tuple[float, float] | None, list[VocObject]]:
+    """The declared ``<size>`` (width, height; None when the file has none) and the objects of one VOC annotation
+    file; a one-line error naming the file and the bad field."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -93,6 +100,10 @@ def read_voc_xml(path: Path) -> list[VocObject]:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise NasEngineError(f"{path}: not well-formed XML ({exc})") from None
+    size = root.find("size")
+    declared = (
+        (_number(size, "width", path, "<size>"), _number(size, "height", path, "<size>")) if size is not None else None
+    )
     objects = []
     for index, element in enumerate(root.findall("object"), start=1):
         where = f"object {index}"
@@ -102,15 +113,16 @@ def read_voc_xml(path: Path) -> list[VocObject]:
             raise NasEngineError(f"{path}: {where} ({name}) has xmax < xmin or ymax < ymin in its <bndbox> {box}")
         difficult = element.find("difficult")
         objects.append((name, box, difficult is not None and (difficult.text or "0").strip() not in ("0", "")))
-    return objects
+    return declared, objects
 
 
 class VocReader:
     """The image sets ``image_sets`` of the VOC root ``root``, read on first use."""
 
-    def __init__(self, root: Path, image_sets: tuple[str, ...]):
+    def __init__(self, root: Path, image_sets: tuple[str, ...], classes: list[str] | None = None):
         self.root = Path(root)
         self.image_sets = image_sets
+        self.classes = classes
 
     def set_file(self, image_set: str) -> Path:
         return self.root / "ImageSets" / "Main" / f"{image_set}.txt"
@@ -131,6 +143,7 @@ class VocReader:
     def objects(self) -> dict[str, list[tuple[str, list[VocObject]]]]:
         """``{image set: [(image id, objects), ...]}`` for every set of this reader."""
         parsed: dict[str, list[VocObject]] = {}
+        self.declared_sizes: dict[str, tuple[float, float]] = {}
         result = {}
         for image_set in self.image_sets:
             ids = self._ids(image_set)
@@ -141,21 +154,51 @@ class VocReader:
                         raise NasEngineError(
                             f"VOC annotation file {xml} does not exist (listed in {self.set_file(image_set)})"
                         )
-                    parsed[image_id] = read_voc_xml(xml)
+                    declared, parsed[image_id] = read_voc_xml(xml)
+                    if declared is not None:
+                        self.declared_sizes[image_id] = declared
             result[image_set] = [(image_id, parsed[image_id]) for image_id in ids]
         return result
 
+    def _first_object_not_in(self, classes: Sequence[str]) -> tuple[Path, int, str] | None:
+        """(annotation file, object number, name) of the first object whose name is not in ``classes``."""
+        for images in self.objects.values():
+            for image_id, objects in images:
+                for index, (name, _, _) in enumerate(objects, start=1):
+                    if name not in classes:
+                        return self.root / "Annotations" / f"{image_id}.xml", index, name
+        return None
+
     @cached_property
     def class_names(self) -> list[str]:
-        found = {name for images in self.objects.values() for _, objects in images for name, _, _ in objects}
-        return list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found)
+        if self.classes is not None:
+            other = self._first_object_not_in(self.classes)
+            if other is not None:
+                path, index, name = other
+                raise NasEngineError(
+                    f"{path}: object {index} is a '{name}', not one of task_options.classes "
+                    f"({', '.join(self.classes)}); correct its <name>, or add it to the classes"
+                )
+            return list(self.classes)
+        found = Counter(name for images in self.objects.values() for _, objects in images for name, _, _ in objects)
+        if set(found) <= set(VOC_CLASSES):
+            return list(VOC_CLASSES)
+        names = sorted(found)
+        raise NasEngineError(
+            f"{self.root}: its objects are not all of the 20 VOC classes; they are of {len(names)} classes "
+            f"({', '.join(f'{name} x{found[name]}' for name in names)}); name your data's classes, so that a "
+            f"misspelt one cannot become a class of its own: --set task_options.classes={shlex.quote(','.join(names))}"
+        )
 
     def coco_dict(self, image_set: str) -> dict:
         """The image set as a COCO detection dict (boxes 0-based ``xywh``, difficult → ``iscrowd``)."""
         category = {name: index + 1 for index, name in enumerate(self.class_names)}
         images, annotations = [], []
         for number, (voc_id, objects) in enumerate(self.objects[image_set], start=1):
-            images.append({"id": number, "file_name": f"{voc_id}.jpg"})
+            image = {"id": number, "file_name": f"{voc_id}.jpg"}
+            if voc_id in self.declared_sizes:  # checked against the file's like a COCO file's
+                image["width"], image["height"] = self.declared_sizes[voc_id]
+            images.append(image)
             for name, (xmin, ymin, xmax, ymax), difficult in objects:
                 width, height = xmax - xmin + 1, ymax - ymin + 1
                 annotations.append(

@@ -36,7 +36,11 @@ SCHEDULE_CASES = [
     ("momentum=1", r"momentum must be a number in \[0, 1\)"),
     ("momentum=-0.5", r"momentum must be a number in \[0, 1\)"),
     ("weight_decay=-1", "weight_decay must be a number >= 0"),
-    ("warmup_iterations=-1", "warmup_iterations must be an integer >= 0"),
+    ("warmup_iterations=-1", r"warmup_iterations must be an integer in \[0, "),
+    (
+        "warmup_iterations=100000",
+        r"warmup_iterations must be an integer in \[0, pretrain_schedule.iterations|finetune_schedule.iterations",
+    ),
     ("milestones=abc", "milestones must be a list of numbers"),
     ("milestones=[1.5]", "milestones must be rising fractions"),
     ("milestones=[0.8, 0.5]", "milestones must be rising fractions"),
@@ -58,7 +62,9 @@ SETTING_CASES = [
     ("finetune_schedule.sampling=distill", "pre-training only"),
     ("seed=abc", "seed must be an integer"),
     ("seed=1.5", "seed must be an integer"),
-    ("seed=-1", "seed must be an integer >= 0"),
+    ("seed=-1", r"seed must be an integer in \[0, 2\*\*63\)"),
+    (f"seed={2**70}", r"seed must be an integer in \[0, 2\*\*63\)"),
+    ("threads=0", "threads must be an integer >= 1"),
     ("pretrain_schedule=5", "pretrain_schedule must be a table of settings"),
     ("finetune_schedule=[1]", "finetune_schedule must be a table of settings"),
     ("search=3", "search must be a table of settings"),
@@ -102,7 +108,11 @@ FLAG_CASES = [
     (["--task-option", "min_size"], "is not KEY=VALUE"),
     (["--space-option", "nope=1"], "space 'shufflenet-small' takes no options, so not 'nope'; remove it"),
     (["--set", "novalue"], "is not KEY=VALUE"),
-    (["--seed", "-1"], "seed must be an integer >= 0"),
+    (["--seed", "-1"], r"seed must be an integer in \[0, 2\*\*63\)"),
+    (["--seed", str(2**70)], r"seed must be an integer in \[0, 2\*\*63\)"),
+    (["--task", "fashion-mnist"], "--task fashion-mnist is a classification task, but the search is for a detection"),
+    (["--pretrain-task", "coco-fpn"], "--pretrain-task coco-fpn is a detection task, but pre-training needs a"),
+    (["--set", "pretrain_task_options.nope=1"], r"has no option 'nope'.*--set pretrain_task_options.NAME=VALUE"),
     (["--seed", "abc"], "'abc' is not a valid integer"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--search-on", "nope"], "'nope' is not one of"),
@@ -181,6 +191,7 @@ CONFIG_FILES = [
     (b'channels_last = "no"\n', "channels_last must be true or false"),
     (b"pretrain_schedule = 5\n", "pretrain_schedule must be a table of settings"),
     (b'spaces = "x"\n', "unknown config key 'spaces'"),
+    (b"\xef\xbb\xbfseed = -1\n", r"seed must be an integer in \[0, "),  # a byte-order mark is read past, not the error
 ]
 
 
@@ -191,6 +202,32 @@ def test_bad_config_file(content, message, tmp_path, monkeypatch, capsys):
     assert_refused(
         [*RUN, "--out", str(tmp_path / "run"), "--config", str(path)], message, tmp_path, monkeypatch, capsys
     )
+
+
+def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("NASENGINE_CACHE", str(tmp_path / "cache"))
+    assert_refused(
+        [*RUN, "--out", str(tmp_path / "run")],
+        "cache .* is a file; point NASENGINE_CACHE",
+        tmp_path,
+        monkeypatch,
+        capsys,
+    )
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from nasengine.protocol import training
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "pretrain" / "checkpoint.pt"))
+
+    monkeypatch.setattr(training, "save_checkpoint", full)
+    code, err = nasengine([*RUN, "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: no space left on the device writing ") and "run the same command again" in err
 
 
 def test_config_that_is_a_directory_or_missing(tmp_path, monkeypatch, capsys):

@@ -138,7 +138,7 @@ def test_empty_boxes_are_dropped_with_one_warning(tmp_path, capsys):
         [
             annotation(1, [2, 3, 10, 12]),
             annotation(2, [5, 5, 0, 4]),
-            annotation(3, [40, 40, 5, 5]),
+            annotation(3, [32.5, 4, 0.5, 5]),  # inside the tolerance, but nothing of it on the image
             annotation(4, [1, 1, 3, 0], image_id=2),
         ],
     )
@@ -148,10 +148,33 @@ def test_empty_boxes_are_dropped_with_one_warning(tmp_path, capsys):
     assert out.count("warning") == 1 and "dropped 3 empty boxes" in out
 
 
-def test_boxes_are_clipped_to_the_image(tmp_path):
-    root = write_coco(tmp_path, [annotation(1, [-4, 20, 10, 30])])
+def test_boxes_within_the_tolerance_are_clipped_to_the_image(tmp_path):
+    root = write_coco(tmp_path, [annotation(1, [-0.5, 20, 10, 12.75])])
     _, target = coco_task(root).dataset("train", train=False)[0]
-    assert target["boxes"].tolist() == [[0, 20, 6, 32]]
+    assert target["boxes"].tolist() == [[0, 20, 9.5, 32]]
+
+
+@pytest.mark.parametrize("box", [[-4, 20, 10, 10], [2, -3, 5, 5], [20, 2, 30, 5], [2, 20, 5, 30]])
+def test_a_box_past_the_image_edge_is_refused(tmp_path, box):
+    root = write_coco(tmp_path, [annotation(1, [2, 3, 10, 12]), annotation(2, box)])
+    with pytest.raises(NasEngineError, match=r"annotation 2 has a box .* passes the edge of its 32x32 image"):
+        load_coco(root / "train", root / "annotations" / "instances_train.json")
+
+
+def test_declared_image_sizes_must_be_the_files(tmp_path):
+    root = write_coco(tmp_path, [annotation(1, [2, 3, 10, 12])])
+    file = root / "annotations" / "instances_train.json"
+    data = json.loads(file.read_text())
+    data["images"][0].update(width=640, height=480)
+    file.write_text(json.dumps(data))
+    with pytest.raises(NasEngineError, match=r"image 1 .* is declared 640x480 but the file is 32x32"):
+        load_coco(root / "train", file)
+    data["images"][0].update(width=32, height=32)  # declared right: accepted
+    file.write_text(json.dumps(data))
+    load_coco(root / "train", file)
+
+
+EMBEDDED_CLASSES = sorted(category["name"] for category in embedded_detection.CATEGORIES)
 
 
 def voc_copy(embedded_root: Path, tmp_path: Path) -> Path:
@@ -181,14 +204,14 @@ def test_malformed_voc_xml_names_file_and_field(embedded_root, tmp_path, xml, fi
     first = (root / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
     path = root / "Annotations" / f"{first}.xml"
     path.write_text(xml)
-    task = VocFpnTask(data_root=str(root), train_set="train", search_size=0, calib_size=1)
+    task = VocFpnTask(data_root=str(root), train_set="train", search_size=0, calib_size=1, classes=EMBEDDED_CLASSES)
     message = load_error(task)
     assert str(path) in message and field in message
 
 
 def test_voc_reading_gives_the_coco_boxes(embedded_root):
     coco = load_coco(embedded_root / "coco" / "train", embedded_root / "coco" / "annotations" / "instances_train.json")
-    voc = VocReader(embedded_root / "voc", ("train", "test")).collection("train")
+    voc = VocReader(embedded_root / "voc", ("train", "test"), EMBEDDED_CLASSES).collection("train")
 
     def boxes_by_file(collection) -> dict[str, list]:
         cats = collection.coco.cats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,12 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def voc_task(root: Path) -> VocFpnTask:
-    return VocFpnTask(data_root=str(root), train_set="train", search_size=0, calib_size=1)
+EMBEDDED_CLASSES = sorted(category["name"] for category in embedded_detection.CATEGORIES)
+
+
+def voc_task(root: Path, **options) -> VocFpnTask:
+    options = {"classes": EMBEDDED_CLASSES, **options}
+    return VocFpnTask(data_root=str(root), train_set="train", search_size=0, calib_size=1, **options)
 
 
 def voc_xml(root: Path, image_set: str = "train") -> list[Path]:
@@ -131,7 +136,7 @@ def test_a_coco_file_without_annotations_is_refused(tmp_path, split):
 
 
 def test_a_coco_file_with_no_usable_box_is_refused(tmp_path):
-    root = write_coco(tmp_path / "coco", [annotation(1, [40, 40, 5, 5]), annotation(2, [2, 2, 0, 5])])
+    root = write_coco(tmp_path / "coco", [annotation(1, [32.5, 4, 0.5, 5]), annotation(2, [2, 2, 0, 5])])
     message = check_error(coco_task(root))
     assert "instances_train.json" in message and "no box is left" in message
 
@@ -144,14 +149,60 @@ def test_corner_boxes_written_as_coco_boxes_are_refused(tmp_path):
     assert "annotation 1" in message and "[x0, y0, x1, y1] written instead" in message
 
 
-def test_a_few_boxes_past_the_edge_are_still_clipped(tmp_path):
-    inside = [[2, 2, 10, 10], [5, 5, 20, 20], [0, 0, 31, 31], [12, 3, 6, 9], [-3, -3, 35.5, 35.5], [1, 1, 4, 4]]
-    outside = [[20, 20, 30, 30], [25, 2, 10, 10], [-3, -3, 40, 40], [2, 30, 5, 5], [30, 1, 4, 4]]
-    boxes = [annotation(i, box) for i, box in enumerate(inside + outside, start=1)]
-    task = coco_task(write_coco(tmp_path / "coco", boxes))
-    task.check_data()  # 5 of 11 end past the image (by more than the 1-px tolerance), not more than half: clipped
+def test_one_box_past_the_edge_among_many_is_named(tmp_path):
+    inside = [[2, 2, 10, 10], [5, 5, 20, 20], [0, 0, 31, 31], [12, 3, 6, 9], [-0.5, -1, 32.5, 33], [1, 1, 4, 4]]
+    boxes = [annotation(i, box) for i, box in enumerate([*inside, [25, 2, 10, 10]], start=1)]
+    message = check_error(coco_task(write_coco(tmp_path / "coco", boxes)))
+    assert "instances_train.json: annotation 7 has a box [25, 2, 10, 10] that passes the edge of its 32x32" in message
+    task = coco_task(write_coco(tmp_path / "inside", [annotation(i, box) for i, box in enumerate(inside, start=1)]))
+    task.check_data()  # within the 1-px tolerance: clipped
     boxes = task.dataset("train", train=False)[0][1]["boxes"]
-    assert boxes.max() <= 32 and boxes.min() >= 0 and len(boxes) == 11
+    assert boxes.max() <= 32 and boxes.min() >= 0 and len(boxes) == 6
+
+
+def _set_first_object(path: Path, **fields: str) -> None:
+    """Change fields (``name``, ``xmax``, ``width``, ...) of the first object (or of ``<size>``) of a VOC XML."""
+    text = path.read_text()
+    for field, value in fields.items():
+        start = text.index(f"<{field}>") + len(field) + 2
+        text = text[:start] + value + text[text.index(f"</{field}>", start) :]
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"xmax": "930"}, "passes the edge of its 64x64 image"),
+        ({"ymin": "-5"}, "passes the edge of its 64x64 image"),
+        ({"width": "0"}, "is declared 0x64 but the file is 64x64"),
+        ({"width": "640", "height": "480"}, "is declared 640x480 but the file is 64x64"),
+    ],
+)
+def test_voc_boxes_and_sizes_that_do_not_fit_the_image_are_refused(embedded_root, tmp_path, fields, expected):
+    root = voc_copy(embedded_root, tmp_path)
+    _set_first_object(voc_xml(root)[0], **fields)
+    message = check_error(voc_task(root))
+    assert str(root / "ImageSets" / "Main" / "train.txt") in message and expected in message
+
+
+def test_a_voc_object_of_an_unknown_class_is_refused(embedded_root, tmp_path):
+    root = voc_copy(embedded_root, tmp_path)
+    path = voc_xml(root)[0]
+    _set_first_object(path, name="Zebra")
+    message = check_error(voc_task(root))
+    assert f"{path}: object 1 is a 'Zebra', not one of task_options.classes" in message
+
+
+def test_voc_classes_must_be_named_unless_they_are_vocs(embedded_root, tmp_path):
+    root = voc_copy(embedded_root, tmp_path)
+    message = check_error(voc_task(root, classes=None))
+    assert f"{root}: its objects are not all of the 20 VOC classes; they are of 10 classes (" in message
+    hint = message.split("--set task_options.")[1]
+    key, value = hint.split("=", 1)
+    assert key == "classes" and sorted(shlex.split(value)[0].split(",")) == EMBEDDED_CLASSES
+    voc_task(root, classes=shlex.split(value)[0]).check_data()  # the hint, followed
+    _set_first_object(voc_xml(root)[0], name="Zebra")  # a misspelt name stands out by its count
+    assert "Zebra x1" in check_error(voc_task(root, classes=None))
 
 
 def test_a_voc_set_without_objects_names_the_set_file(embedded_root, tmp_path):

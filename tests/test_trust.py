@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -75,9 +76,14 @@ def test_divergence_stops_at_once_naming_phase_iteration_lr_and_checkpoint(tmp_p
     message = str(info.value)
     assert "\n" not in message
     assert "pretrain supernet on fashion-mnist" in message and "at iteration" in message
-    assert "pretrain_schedule.lr" in message and f"nasengine pretrain {run.dir} --redo" in message
     assert "no checkpoint of this phase yet" in message or "the newest checkpoint is" in message
     assert not (run.dir / "pretrain" / "done.json").exists()
+    # the hint, as written with a VALUE: a new run from this one's configuration, with the lower rate, trains
+    hint = message.split(": nasengine ", 1)[1].replace("VALUE", "0.05").replace("NEW_DIR", str(tmp_path / "lower"))
+    assert hint.startswith(f"run --config {run.dir / 'config.toml'} --set pretrain_schedule.lr=")
+    invoke(*hint.split(), "--quiet")
+    assert configuration.load(tmp_path / "lower" / "config.toml").pretrain_schedule.lr == 0.05
+    assert (tmp_path / "lower" / "retrain" / "done.json").exists()
 
 
 def test_a_diverged_state_is_never_saved(tmp_path):
@@ -129,6 +135,41 @@ def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
     Run.create(run_dir, configuration.load(run_dir / "config.toml"))
     assert not any(path.exists() for path in leftovers)
     assert keep.exists()
+
+
+def test_a_resume_under_another_thread_count_continues_with_the_runs_own(smoke_run, smoke_run_copy):
+    """Results depend on torch's thread count: a run records it, and a resume uses it again, whatever the
+    environment says — so the redone search replays exactly."""
+    recorded = configuration.load(smoke_run / "config.toml").threads
+    assert recorded == torch.get_num_threads()
+    other = 2 if recorded == 1 else 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(other)}
+    result = subprocess.run(
+        [sys.executable, "-m", "nasengine", "search", str(smoke_run_copy), "--redo", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{recorded} torch threads, as the run began" in result.stdout + result.stderr
+    assert configuration.load(smoke_run_copy / "config.toml").threads == recorded
+    for name in ("search/history.jsonl", "search/best.json"):
+        assert _records(smoke_run_copy / name) == _records(smoke_run / name), name
+    with pytest.raises(NasEngineError, match=f"threads: {recorded} there, {other} now"):
+        invoke("run", "--preset", "smoke", "--out", smoke_run_copy, "--set", f"threads={other}", "--quiet")
+
+
+def _records(path):
+    """A run file's records, wall-clock fields aside."""
+    from bench.common import comparable
+
+    text = path.read_text()
+    return (
+        [comparable(json.loads(line)) for line in text.splitlines()]
+        if path.suffix == ".jsonl"
+        else comparable(json.loads(text))
+    )
 
 
 def test_unknown_redo_phase_is_refused(smoke_run):

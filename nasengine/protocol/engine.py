@@ -83,8 +83,11 @@ class Run:
                 f"{directory} holds a run's {found[0]}/ but no {saved_path.name}, so its configuration is unknown; "
                 f"restore {saved_path.name} from a backup, or use another --out"
             )
-        if saved_path.exists():
-            saved = configuration.load(saved_path)
+        saved = configuration.load(saved_path) if saved_path.exists() else None
+        if config.threads is None:  # not asked for: a resumed run keeps its own (None in a run of an older
+            # nasengine, which did not record it), a new one takes this process's
+            config.threads = saved.threads if saved is not None else torch.get_num_threads()
+        if saved is not None:
             difference = _first_difference(saved.to_dict(), config.to_dict())
             if difference:
                 raise NasEngineError(
@@ -114,11 +117,15 @@ class Run:
     def start(self) -> None:
         """Check everything and hold the directory for this process: an existing directory is claimed first, so
         a second writer is refused at once rather than after the checks; a new one only once they pass, so
-        a refused run leaves nothing behind."""
+        a refused run leaves nothing behind. The run's recorded ``threads`` become this process's, so a
+        run resumed under another thread count continues exactly as it began."""
         if self.dir.is_dir():
             self.claim()
         self.check()
         self.claim()
+        if self.config.threads and self.config.threads != torch.get_num_threads():
+            console.log(f"{self.dir}: {self.config.threads} torch threads, as the run began (results depend on it)")
+            torch.set_num_threads(self.config.threads)
 
     def claim(self) -> None:
         """Create the directory, take its lock for this process's lifetime (one writer per run directory)
@@ -221,15 +228,12 @@ class Run:
         return model
 
     def _diverged(self, error: Diverged, phase_dir: Path, setting: str) -> NasEngineError:
-        """``error`` with the setting to lower and the command that redoes the phase."""
-        top = phase_dir.relative_to(self.dir).parts[0]
-        again = (
-            f"nasengine {top} {self.dir} --redo"
-            if top in PHASES
-            else f"delete {phase_dir} and run the same command again"
-        )
+        """``error`` with the setting to lower and the command that starts a run with it: a run directory's
+        configuration is fixed (and the same configuration would diverge again, deterministically), so the
+        command makes a new run from this one's ``config.toml``."""
         return NasEngineError(
-            f"{error}; lower {setting} (now {error.lr:.3g} at that iteration; --set {setting}=VALUE) and rerun: {again}"
+            f"{error}; lower {setting} (now {error.lr:.3g} at that iteration) in a new run, as a run's configuration "
+            f"is fixed: nasengine run --config {self.layout.config} --set {setting}=VALUE --out NEW_DIR"
         )
 
     def _train_phase(

@@ -58,6 +58,19 @@ def check_run(run: Checked) -> None:
     from nasengine.protocol.search import flops_constraint
 
     config = run.config
+    uses_pretrain_task = config.pretrain or config.search.on == "classification"
+    if uses_pretrain_task:  # its options are pretrain_task_options, which its errors must name
+        registry.check_options("task", config.pretrain_task, config.pretrain_task_options, key="pretrain_task_options")
+    if run.task.kind != "detection":
+        raise NasEngineError(
+            f"--task {config.task} is a {run.task.kind} task, but the search is for a detection backbone: give a "
+            f"detection task ({', '.join(registry.task_names('detection'))})"
+        )
+    if uses_pretrain_task and run.pretrain_task.kind != "classification":
+        raise NasEngineError(
+            f"--pretrain-task {config.pretrain_task} is a {run.pretrain_task.kind} task, but pre-training needs a "
+            f"classification task ({', '.join(registry.task_names('classification'))})"
+        )
     space = run.space  # unknown spaces and bad space options fail here
     check_space_once(space, detection=run.task.kind == "detection", flops_image_size=config.search.flops_image_size)
     flops_constraint(space, config.search)  # the FLOPs window meets the space's range
@@ -79,7 +92,7 @@ def check_run(run: Checked) -> None:
                 "set pretrain_schedule.sampling to 'uniform' or 'fair'"
             )
     tasks = [run.task]
-    if config.pretrain or config.search.on == "classification":
+    if uses_pretrain_task:
         tasks.append(run.pretrain_task)
     for task in tasks:
         task.check_data()

@@ -106,6 +106,9 @@ class RunConfig:
     seed: int = 0
     channels_last: bool = True
     data_workers: int = 0  # DataLoader worker processes for training (raise it for JPEG datasets like ImageNet)
+    # torch's intra-op threads in every process of the run: results depend on it (float sums in another order),
+    # so it is recorded when the run starts (None: this process's count) and a resumed run uses it again
+    threads: int | None = None
     preset: str = DEFAULT_PRESET
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,7 +315,8 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
         if not ok:
             raise _bad(where, key, wanted, value)
 
-    require(config.seed >= 0, "seed", "an integer >= 0", config.seed)
+    require(0 <= config.seed < 2**63, "seed", "an integer in [0, 2**63)", config.seed)
+    require(config.threads is None or config.threads >= 1, "threads", "an integer >= 1", config.threads)
     require(config.data_workers >= 0, "data_workers", "an integer >= 0", config.data_workers)
     for name in ("pretrain_schedule", "finetune_schedule"):
         schedule = getattr(config, name)
@@ -334,7 +338,10 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
             schedule.milestones,
         )
         require(
-            schedule.warmup_iterations >= 0, f"{name}.warmup_iterations", "an integer >= 0", schedule.warmup_iterations
+            0 <= schedule.warmup_iterations <= schedule.iterations,
+            f"{name}.warmup_iterations",
+            f"an integer in [0, {name}.iterations = {schedule.iterations}]",
+            schedule.warmup_iterations,
         )
         require(
             schedule.checkpoint_every >= 1, f"{name}.checkpoint_every", "an integer >= 1", schedule.checkpoint_every
@@ -396,7 +403,7 @@ def _apply_variant_rules(config: RunConfig, explicit: dict[str, Any]) -> None:
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark (Windows editors) is skipped
     except FileNotFoundError:
         raise NasEngineError(f"config file {path} does not exist") from None
     except IsADirectoryError:
