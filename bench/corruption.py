@@ -1,8 +1,10 @@
 """Damage a finished run file by file and see whether each command notices: the corruption matrix.
 
-    python -m bench.corruption [--preset smoke] [--files GLOB,...] [--jobs 2] [--out runs/bench/corruption]
+    python -m bench.corruption [--preset smoke] [--reference RUN] [--files GLOB,...] [--jobs 2]
+                               [--out runs/bench/corruption]
 
-A finished ``nasengine run`` (``reference/run``) is copied once per case; in the copy one file is damaged
+A finished ``nasengine run`` (``reference/run``: made with ``--preset``, or a copy of ``--reference``, a
+finished run of that preset) is copied once per case; in the copy one file is damaged
 one way — ``flip`` (one byte in the middle XOR 1), ``half`` (cut to half its length), ``empty`` (0 bytes)
 or ``delete`` — and one command runs on it as a user would: ``resume`` (the same ``nasengine run`` again),
 ``show``, ``report`` or ``export`` (safetensors of the retrained winner). Every file of the run is damaged
@@ -149,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--damages", default=",".join(DAMAGES), help=f"comma-separated, of {', '.join(DAMAGES)}")
     parser.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated, of {', '.join(COMMANDS)}")
+    parser.add_argument("--reference", type=Path, help="damage copies of this finished run of --preset (default: make one)")
     parser.add_argument("--jobs", type=int, default=2, help="cases side by side, one torch thread each")
     add_out_argument(parser, "corruption")
     args = parser.parse_args(argv)
@@ -157,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--damages of {', '.join(DAMAGES)}; --commands of {', '.join(COMMANDS)}")
     shutil.rmtree(args.out, ignore_errors=True)
     reference = args.out / "reference" / "run"
-    made = execute(command_line("resume", reference, args.preset))
+    if args.reference is not None:
+        shutil.copytree(args.reference, reference, ignore=shutil.ignore_patterns(LOCK_NAME))
+    made = execute(command_line("resume", reference, args.preset))  # makes it, or checks that the copy is finished
     if made.returncode != 0:
         raise SystemExit(f"the reference run failed: {made.stderr.strip()[-500:]}")
     names = sorted(

@@ -15,6 +15,7 @@ import torch
 
 from bench import (
     common,
+    corruption,
     detection_throughput,
     faults,
     fidelity,
@@ -259,6 +260,19 @@ def test_faults_kills_a_run_and_compares_every_file(tmp_path, capsys):
     assert sum(int(kills) for kills, _ in rounds) == 1 and "1 kills over" in printed
     assert [verdict for _, verdict in rounds] == ["identical to the uninterrupted run"] * len(rounds)
     assert status == 0 and read_json(tmp_path / "faults" / "faults.json")["differences"] == 0
+
+
+def test_corruption_damages_copies_of_a_run_and_follows_the_hints(smoke_run, tmp_path, capsys):
+    out = tmp_path / "corruption"
+    arguments = ["--reference", str(smoke_run), "--files", "report/done.json,config.toml", "--damages", "delete"]
+    status = corruption.main([*arguments, "--commands", "show", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "2 files x 1 damages x 1 commands = 2 cases" in printed and "RESULT: 2 cases, 0 silent or crashed" in printed
+    cases = {(case["file"], case["damage"], case["command"]): case for case in read_json(out / "matrix.json")["cases"]}
+    deleted_report = cases["report/done.json", "delete", "show"]
+    assert deleted_report["outcome"] == "error, hint works" and deleted_report["hint"].startswith("nasengine report ")
+    assert all(case["outcome"].startswith("error") for case in cases.values()), cases
+    assert status == 0 and not list((out / "cases").rglob("*.json"))  # each case's copy removed when classified
 
 
 def test_faults_compares_the_report_page_without_its_wall_clock_seconds():

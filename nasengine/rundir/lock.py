@@ -91,6 +91,24 @@ def _lock(directory: Path) -> int:
     return fd
 
 
+def held_elsewhere(directory: str | Path) -> bool:
+    """Whether another process holds the lock of ``directory`` now (a run writing into it); changes nothing."""
+    lock_path = Path(directory) / LOCK_NAME
+    if fcntl is None or Path(directory).resolve() in _held:
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:  # no lock file: no nasengine process ever held it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock
+    return False
+
+
 class RunLock:
     """The lock of one run directory; ``acquire``/``release`` or ``with RunLock(directory):``."""
 

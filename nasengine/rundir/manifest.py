@@ -30,7 +30,7 @@ from typing import Any
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.layout import CONFIG, DONE, PHASES, REPORT
-from nasengine.rundir.lock import LOCK_NAME
+from nasengine.rundir.lock import LOCK_NAME, held_elsewhere
 
 FILES = "files"
 INPUTS = "inputs"
@@ -191,12 +191,23 @@ def verify_run(root: Path, *, report: bool = True) -> None:
     """Check every finished folder of the run directory ``root`` (its phases, comparison searches, rank-check
     networks; the report unless ``report`` is False: it is about to be written again); raises :class:`Tampered`
     naming the first file that is not what its phase wrote."""
-    for done in sorted(Path(root).rglob(DONE)):
+    root = Path(root)
+    manifested = False  # whether this nasengine made the run (an older one wrote the report without a done.json)
+    for done in sorted(root.rglob(DONE)):
         top = done.relative_to(root).parts[0]
         if top == REPORT and not report:
             continue
-        for name in check_done(done).get(FILES) or {}:
+        files = check_done(done).get(FILES) or {}
+        manifested = manifested or bool(files)
+        for name in files:
             verify_file(done.parent / name)
+    folder = root / REPORT
+    if report and manifested and folder.is_dir() and not (folder / DONE).exists() and any(folder.iterdir()):
+        if not held_elsewhere(root):  # a running process writes its report now; otherwise it was cut short
+            raise Tampered(
+                f"{folder} is unfinished (it has no {DONE}: the report was interrupted, or {DONE} deleted); "
+                f"write it again: nasengine report {root}"
+            )
 
 
 def unverified_files(folder: Path) -> list[Path]:
