@@ -151,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--damages", default=",".join(DAMAGES), help=f"comma-separated, of {', '.join(DAMAGES)}")
     parser.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated, of {', '.join(COMMANDS)}")
-    parser.add_argument("--reference", type=Path, help="damage copies of this finished run of --preset (default: make one)")
+    parser.add_argument(
+        "--reference", type=Path, help="damage copies of this finished run of --preset (default: make one)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="cases side by side, one torch thread each")
     add_out_argument(parser, "corruption")
     args = parser.parse_args(argv)

@@ -184,7 +184,7 @@ def check(
         _passed(f"task {task.name} ({task.kind}): batches, loss with gradient, evaluate's score, on {on}")
     if strategy_name:
         testing.check_strategy(registry.get("strategy", strategy_name))
-        _passed(f"strategy {strategy_name}: legal, new, constrained asks; finishes; replays exactly")
+        _passed(f"strategy {strategy_name}: legal, new, constrained asks; finishes; replays exactly; seeded")
 
 
 def _passed(line: str) -> None:
@@ -553,7 +553,7 @@ def report(run_dir: str, compare_dir: str | None, baseline_dir: str | None) -> N
 def show(run_dir: str, top: int) -> None:
     """Phases done, best candidates and test metrics of a run."""
     from nasengine.report.build import collect, summary_table
-    from nasengine.rundir.history import read_history
+    from nasengine.rundir.history import generation_label, read_history
     from nasengine.rundir.manifest import verify_run
 
     directory = Path(run_dir)
@@ -576,7 +576,7 @@ def show(run_dir: str, top: int) -> None:
     history = sorted(read_history(layout.history()), key=lambda r: -r["score"])
     if history:
         table = Table(title=f"best {min(top, len(history))} of {len(history)} candidates", title_justify="left")
-        for column in ("rank", "architecture", "FLOPs", "score", "generation"):
+        for column in ("rank", "architecture", "FLOPs", "score", "generation (1 = first)"):
             table.add_column(column)
         for index, record in enumerate(history[:top], 1):
             table.add_row(
@@ -584,7 +584,7 @@ def show(run_dir: str, top: int) -> None:
                 compact_arch(record["arch"]),
                 f"{record['flops']:,}",
                 f"{record['score']:.4f}",
-                str(record["generation"]),
+                generation_label(record),
             )
         print_(table)
     if summary["retrain"]:

@@ -18,6 +18,7 @@ from nasengine.protocol import distributed
 
 console = Console(stderr=False, highlight=False)
 _quiet = False
+_silenced = 0  # nesting depth of ``silenced()`` blocks
 
 
 def set_quiet(quiet: bool) -> None:
@@ -27,8 +28,19 @@ def set_quiet(quiet: bool) -> None:
 
 def log(message: str) -> None:
     """A line on rank 0's console."""
-    if distributed.is_main():
+    if distributed.is_main() and not _silenced:
         console.print(message)
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No log lines inside the block: for checks that drive plugins and report in their own words."""
+    global _silenced
+    _silenced += 1
+    try:
+        yield
+    finally:
+        _silenced -= 1
 
 
 class _Bar:

@@ -300,7 +300,8 @@ class Strategy(ABC):
     - ``constraint(arch)`` is True for every architecture asked;
     - no architecture is asked twice, in one batch or across batches;
     - a fresh instance with the same ``seed``, told the same scores, asks the same sequence: draw from a
-      ``random.Random(seed)`` of its own, never from the global ``random`` or ``torch`` generators;
+      ``random.Random(seed)`` of its own, never from the global ``random`` or ``torch`` generators; another
+      seed asks another sequence (set ``seeded = False`` on a strategy that draws nothing at random);
     - ``finished`` becomes True once the budget is spent, or once an empty batch is told; ``budget``, when
       set, is not exceeded;
     - a small space that is used up gives a short (or empty) batch; when a legal new architecture cannot
@@ -321,6 +322,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    seeded: ClassVar[bool] = True  # whether it draws at random (then two seeds must give two searches)
     budget: int | None = None  # total candidates the strategy will ask for, when known (progress bars)
     batch_size: int | None = None  # candidates per ask, when fixed
 

@@ -49,6 +49,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from nasengine import console
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Strategy
 
@@ -113,6 +114,9 @@ class BatchStrategy(Strategy):
         self._pending: set[Arch] = set()
         self._asks = 0
         self._exhausted = False
+        self._drew_own = False  # whether the subclass drew candidates of its own (``_fill``) in this ask
+        self._short = 0  # candidates of this ask drawn at random after its own draws ran dry
+        self.random_fills = 0  # candidates drawn at random because the subclass's own draws ran dry, in all
 
     @classmethod
     def options_for_budget(cls, budget: int, batch_size: int | None = None) -> dict[str, Any]:
@@ -134,8 +138,16 @@ class BatchStrategy(Strategy):
             )
         if self.finished:
             return []
+        self._drew_own, self._short = False, 0
         batch = self._propose(self.population)
         self._asks += 1
+        if self._short:
+            self.random_fills += self._short
+            console.log(
+                f"[yellow]warning:[/yellow] strategy {getattr(self, 'name', type(self).__name__)!r}, ask "
+                f"{self._asks}: {self._short} of {len(batch)} candidates were drawn uniformly at random, as its own "
+                f"proposals ran dry ({self.max_tries} draws in a row were repeats or broke the constraint)"
+            )
         self._exhausted = len(batch) < self.population
         self._pending = set(batch)
         return batch
@@ -164,7 +176,7 @@ class BatchStrategy(Strategy):
         self._order[arch] = len(self._order)
         return True
 
-    def _fill(self, batch: list[Arch], target: int, draw: Callable[[], Arch]) -> None:
+    def _fill(self, batch: list[Arch], target: int, draw: Callable[[], Arch], *, own: bool = True) -> None:
         """Append ``draw()`` results to ``batch`` until it holds ``target``, or ``max_tries`` fail in a row."""
         failures = 0
         while len(batch) < target and failures < self.max_tries:
@@ -174,17 +186,23 @@ class BatchStrategy(Strategy):
                 failures = 0
             else:
                 failures += 1
+        self._drew_own = self._drew_own or own
 
     def _fill_random(self, batch: list[Arch], target: int) -> None:
         """Fill ``batch`` to ``target`` with uniformly random legal new architectures.
 
         Rejection sampling first; if that fails ``max_tries`` times in a row, a space of at most
         ``max_tries`` architectures is enumerated instead (and the batch stays short once none is left),
-        while a larger one raises ConstraintUnsatisfiable.
+        while a larger one raises ConstraintUnsatisfiable. After the subclass's own draws (``_fill``) in this
+        ask, what it adds is counted, and ``ask`` warns: a mutation that never changes anything would
+        otherwise turn the strategy into random search without a word.
         """
-        self._fill(batch, target, lambda: random_arch(self.choices, self._rng))
+        before = len(batch)
+        self._fill(batch, target, lambda: random_arch(self.choices, self._rng), own=False)
         if len(batch) < target:
             batch.extend(self._sample_enumerated(target - len(batch)))
+        if self._drew_own:
+            self._short += len(batch) - before
 
     def _sample_enumerated(self, count: int) -> list[Arch]:
         """Up to ``count`` of the legal new architectures of a small space, uniformly, without repeats."""

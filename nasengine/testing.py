@@ -29,9 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasengine import console
 from nasengine.arch import format_arch
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.interfaces import Arch, Space, Strategy, Task, implements
+from nasengine.strategy_base import BatchStrategy
 
 __all__ = [
     "STRIDES",
@@ -350,21 +352,42 @@ def check_strategy(
     architecture must be a tuple of ``len(choices)`` legal indices, satisfy the constraint and be new; an
     empty batch must finish it; it must finish within ``budget`` candidates and ask no more than its own
     ``budget`` says; ``ConstraintUnsatisfiable`` is an error while legal new architectures are left. A second
-    instance with the same seed must then ask exactly the same sequence.
+    instance with the same seed must then ask exactly the same sequence, and one with another seed
+    (``seed + 1``) another sequence, unless the class says ``seeded = False`` (it draws nothing at random).
+    A ``BatchStrategy`` is driven once more in a space of ``4**20`` architectures, where its own proposals
+    must never run dry (a mutation that never changes anything would turn it into random search).
     """
     name = str(getattr(strategy_cls, "name", strategy_cls.__name__))
     choices = tuple(choices)
     if not choices or not all(_is_int(n) and n >= 1 for n in choices):
         raise NasEngineError(f"check_strategy: choices must be a non-empty sequence of ints >= 1, not {choices!r}")
-    first = _drive(strategy_cls, name, choices, dict(options or {}), seed, budget)
-    second = _drive(strategy_cls, name, choices, dict(options or {}), seed, budget)
+    first, _ = _drive(strategy_cls, name, choices, dict(options or {}), seed, budget)
+    second, _ = _drive(strategy_cls, name, choices, dict(options or {}), seed, budget)
     _check_replay(f"strategy {name!r}", seed, first, second)
+    if getattr(strategy_cls, "seeded", True):
+        other, _ = _drive(strategy_cls, name, choices, dict(options or {}), seed + 1, budget)
+        if other == first:
+            raise NasEngineError(
+                f"strategy {name!r} ignores its seed: seeds {seed} and {seed + 1} asked the same "
+                f"{sum(map(len, first))} candidates; draw from a random.Random(seed) of its own (or set the class "
+                "attribute seeded = False if it draws nothing at random)"
+            )
+    if issubclass(strategy_cls, BatchStrategy):
+        large = (4,) * 20
+        _, strategy = _drive(strategy_cls, name, large, dict(options or {}), seed, budget)
+        if isinstance(strategy, BatchStrategy) and strategy.random_fills:
+            raise NasEngineError(
+                f"strategy {name!r}: its own proposals ran dry in a space of 4**20 architectures, so "
+                f"{strategy.random_fills} of {strategy.budget} candidates were drawn at random; check that its "
+                "proposals (mutation, crossover, ...) make new architectures"
+            )
 
 
 def _drive(
     strategy_cls: type[Strategy], name: str, choices: Arch, options: dict[str, Any], seed: int, budget: int
-) -> list[list[Arch]]:
-    """Ask and tell until the strategy is finished; the batches it asked, each checked."""
+) -> tuple[list[list[Arch]], Strategy]:
+    """Ask and tell until the strategy is finished, its log lines silenced (the check says what is wrong);
+    the batches it asked, each checked, and the strategy."""
     from nasengine.protocol.search import check_asked
 
     who = f"strategy {name!r}"
@@ -378,7 +401,8 @@ def _drive(
     batches: list[list[Arch]] = []
     while not strategy.finished:
         try:
-            candidates = strategy.ask()
+            with console.silenced():
+                candidates = strategy.ask()
         except ConstraintUnsatisfiable as exc:
             raise _unsatisfiable(who, exc, choices, constraint, asked) from None
         except NasEngineError as exc:
@@ -404,7 +428,7 @@ def _drive(
             f"{who} asked for {len(asked)} candidates but its budget says {declared}; budget is the "
             "total number of candidates it asks for"
         )
-    return batches
+    return batches, strategy
 
 
 ENUMERABLE = 100_000

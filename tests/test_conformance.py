@@ -391,6 +391,18 @@ class NotReplaying(ToyStrategy):
         return random.Random()  # unseeded
 
 
+class IgnoresSeed(ToyStrategy):
+    name = "ignores-seed"
+
+    def make_rng(self, seed: int) -> random.Random:
+        return random.Random(42)
+
+
+class Enumerates(IgnoresSeed):
+    name = "enumerates"
+    seeded = False  # says it draws nothing at random: two seeds may give one search
+
+
 class GivesUp(ToyStrategy):
     name = "gives-up"
 
@@ -415,6 +427,7 @@ def test_the_built_in_strategies_pass(name, options):
 
 def test_a_good_strategy_passes():
     check_strategy(ToyStrategy)
+    check_strategy(Enumerates)
 
 
 @pytest.mark.parametrize(
@@ -440,8 +453,9 @@ def test_a_good_strategy_passes():
             "although 61 legal architectures were never asked",
         ),
         (StuckEmpty, "strategy 'stuck' asked for no candidates but is not finished"),
+        (IgnoresSeed, "strategy 'ignores-seed' ignores its seed: seeds 0 and 1 asked the same 6 candidates"),
     ],
-    ids=["repeats", "breaks-constraint", "no-replay", "gives-up", "stuck"],
+    ids=["repeats", "breaks-constraint", "no-replay", "gives-up", "stuck", "ignores-seed"],
 )
 def test_a_broken_strategy_gets_one_line_naming_it(cls, message):
     with pytest.raises(NasEngineError) as excinfo:
@@ -674,12 +688,12 @@ class NoScoreInARun(RunnableTask):
         ),
         (
             DetachedLossInARun,
-            {"task": "conformance-detached"},
+            {"pretrain_task": "conformance-detached"},
             "task 'conformance-detached': loss(model, batch) has no gradient",
         ),
         (
             NoScoreInARun,
-            {"task": "conformance-no-score"},
+            {"pretrain_task": "conformance-no-score"},
             "task 'conformance-no-score': evaluate returned a dict ({'top1':",
         ),
     ],

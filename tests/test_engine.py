@@ -1,6 +1,7 @@
 """The whole protocol at smoke size: run, resume, search replay, constraint, CLI, random baseline."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -72,6 +73,10 @@ def test_show_lists_phases_and_candidates(smoke_run):
     output = invoke("show", out).output
     assert "search" in output and "done" in output
     assert "best 8 of 8 candidates" in output
+    generations = {record["generation"] for record in read_history(out / "search" / "history.jsonl")}
+    assert generations == {0, 1} and "generation (1 = first)" in output  # counted from 1, as in the report
+    rows = [line for line in output.splitlines() if re.match(r"\W*\d+\W+[0-3]", line)]
+    assert {row.rstrip(" │|").split()[-1] for row in rows} == {"1", "2"}
 
 
 def test_random_baseline_trains_and_tests_each_architecture(smoke_run, tmp_path):

@@ -367,3 +367,36 @@ def test_a_comparison_search_is_sized_in_the_strategy_s_own_terms(monkeypatch):
 def test_a_strategy_without_options_for_budget_says_it_cannot_be_sized():
     with pytest.raises(NasEngineError, match="strategy 'one-at-a-time' cannot be sized to a budget of 24 candidates"):
         OneAtATime.options_for_budget(24)
+
+
+class StillMutation(BatchStrategy):
+    """An evolution whose mutation never changes anything: every proposal after the first ask is a repeat."""
+
+    name = "still"
+
+    def _propose(self, count):
+        batch: list[Arch] = []
+        if self._scores:
+            best = max(self._scores, key=self._scores.get)
+            self._fill(batch, count, lambda: best)
+        self._fill_random(batch, count)
+        return batch
+
+
+def test_a_batch_filled_at_random_because_own_proposals_ran_dry_is_said(capsys):
+    strategy = StillMutation(CHOICES, in_window, 0, population=4, generations=3, max_tries=20)
+    drive(strategy, ones)
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("warning") == 2 and "strategy 'still', ask 2: 4 of 4 candidates were drawn uniformly at" in out
+    assert "as its own proposals ran dry (20 draws in a row were repeats or broke the constraint)" in out
+    assert strategy.random_fills == 8
+    drive(make(EvolutionStrategy, population=4, generations=3), ones)  # a mutation that works: nothing to say
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_the_conformance_check_refuses_a_strategy_whose_proposals_run_dry(capsys):
+    from nasengine.testing import check_strategy
+
+    with pytest.raises(NasEngineError, match=r"strategy 'still': its own proposals ran dry in a space of 4\*\*20"):
+        check_strategy(StillMutation, options={"population": 4, "generations": 3, "max_tries": 20})
+    assert "warning" not in capsys.readouterr().out  # the check says it, once, in its own words

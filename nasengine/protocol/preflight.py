@@ -72,8 +72,10 @@ def check_run(run: Checked) -> None:
             f"classification task ({', '.join(registry.task_names('classification'))})"
         )
     space = run.space  # unknown spaces and bad space options fail here
-    check_space_once(space, detection=run.task.kind == "detection", flops_image_size=config.search.flops_image_size)
+    check_space_once(space, detection=True, flops_image_size=config.search.flops_image_size)
     flops_constraint(space, config.search)  # the FLOPs window meets the space's range
+    if config.retrain_baseline:
+        warn_if_the_baseline_is_outside(space, config)
     registry.create(
         "strategy",
         config.search.strategy,
@@ -98,6 +100,26 @@ def check_run(run: Checked) -> None:
         task.check_data()
     for task in tasks:
         check_task_once(task)
+
+
+def warn_if_the_baseline_is_outside(space: Space, config: RunConfig) -> None:
+    """One warning when the baseline the winner is compared with breaks the search's FLOPs limits: the search
+    could not have chosen it, so the comparison is not between equals."""
+    from nasengine import console
+    from nasengine.flops import cost_of
+
+    baseline = space.named.get(space.baseline_name or "")
+    if baseline is None:
+        return
+    search = config.search
+    flops = cost_of(space, baseline, search.flops_image_size).flops
+    if not search.flops_min <= flops <= search.flops_max:  # type: ignore[operator]
+        console.log(
+            f"[yellow]warning:[/yellow] the baseline {space.baseline_name} ({flops:,} FLOPs at "
+            f"{search.flops_image_size}px) is outside the search's limits [{search.flops_min:,.0f}, "
+            f"{search.flops_max:,.0f}]: the winner is compared with a network the search could not choose (set "
+            "retrain_baseline = false to train only the winner, or widen the limits)"
+        )
 
 
 def check_space_once(space: Space, *, detection: bool, flops_image_size: int) -> None:

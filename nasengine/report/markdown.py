@@ -19,7 +19,7 @@ from typing import Any
 from nasengine.arch import compact_arch
 from nasengine.report.figures import pareto_front, score_name
 from nasengine.rundir.atomic import atomic_write
-from nasengine.rundir.history import read_history
+from nasengine.rundir.history import generation_label, read_history
 from nasengine.rundir.layout import DONE, PHASES, RunLayout
 from nasengine.rundir.records import read_json
 from nasengine.settings import config as configuration
@@ -171,13 +171,12 @@ def search_section(directory: Path, summary: Mapping[str, Any], figures: Mapping
     lines += ["### Pareto front (fewer FLOPs, higher score)", ""]
     lines += table(
         ("architecture", "MFLOPs", "search score", "generation (1 = first)"),
-        [[f"`{compact_arch(r['arch'])}`", format_mflops(r["flops"]), score(r["score"]), _generation(r)] for r in front],
+        [
+            [f"`{compact_arch(r['arch'])}`", format_mflops(r["flops"]), score(r["score"]), generation_label(r)]
+            for r in front
+        ],
     )
     return lines
-
-
-def _generation(record: Mapping[str, Any]) -> str:
-    return str(record["generation"] + 1) if isinstance(record.get("generation"), int) else ""
 
 
 def random_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> list[str]:

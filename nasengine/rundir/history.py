@@ -74,6 +74,12 @@ class History:
         return best
 
 
+def generation_label(record: dict[str, Any]) -> str:
+    """A record's generation as people count it, the first being 1 (records count from 0), or "" without one."""
+    generation = record.get("generation")
+    return str(generation + 1) if isinstance(generation, int) else ""
+
+
 def read_history(path: Path) -> list[dict[str, Any]]:
     """A history's records in the order they were evaluated, for readers (the file is left as it is)."""
     if not path.exists():
