@@ -19,7 +19,7 @@ from nasengine import registry
 from nasengine.arch import compact_arch, format_arch, parse_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
-from nasengine.rundir.layout import PHASES, RunLayout
+from nasengine.rundir.layout import CONFIG, PHASES, RunLayout
 from nasengine.settings import defaults
 from nasengine.settings.key_values import parse_pairs
 
@@ -339,7 +339,10 @@ def _default_out(config) -> Path:
 @cli.command()
 @_run_options
 @click.option(
-    "--out", "out_dir", default=None, help="Run directory; rerunning continues it [default: runs/<space>-<task>-...]."
+    "--out",
+    "out_dir",
+    default=None,
+    help="Run directory; rerunning continues it (--out alone: with its own config.toml) [default: runs/<space>-...].",
 )
 @click.option("--arch", default=None, help="Skip the search and retrain this architecture.")
 @click.option(
@@ -356,7 +359,12 @@ def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **
     from nasengine.settings import config as configuration
 
     out.set_quiet(quiet)
-    config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
+    overrides = _overrides(kw)
+    saved = Path(out_dir) / CONFIG if out_dir else None
+    if saved is not None and saved.is_file() and not kw.get("config_file") and overrides == {"search": {}}:
+        config = configuration.load(saved)  # `nasengine run --out RUN_DIR` alone continues that run as it began
+    else:
+        config = configuration.resolve(overrides=overrides, file=kw.get("config_file"))
     directory = out_dir or _default_out(config)
     space = registry.create("space", config.space, **config.space_options)
     parsed = parse_arch(arch, space.choices, space.named) if arch else None

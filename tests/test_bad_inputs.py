@@ -216,18 +216,29 @@ def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     )
 
 
-def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_is_one_line_and_the_same_command_again_finishes_the_run(smoke_run, tmp_path, monkeypatch, capsys):
     import errno
 
+    from bench.common import json_lines
     from nasengine.protocol import training
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "pretrain" / "checkpoint.pt"))
+    real_save, saves = training.save_checkpoint, []
 
-    monkeypatch.setattr(training, "save_checkpoint", full)
-    code, err = nasengine([*RUN, "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    def disk_full_at_the_second_checkpoint(state, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(state, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "save_checkpoint", disk_full_at_the_second_checkpoint)
+        code, err = nasengine([*RUN, "--out", str(tmp_path / "run")], monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("error: no space left on the device writing ") and "run the same command again" in err
+    assert err.startswith(f"error: no space left on the device writing {saves[1]}; free some space and run the same")
+    monkeypatch.setattr(sys, "argv", ["nasengine", *RUN, "--out", str(tmp_path / "run")])
+    cli.main()  # the hint, followed: the same command again finishes the run
+    history = "search/history.jsonl"
+    assert json_lines(tmp_path / "run" / history) == json_lines(smoke_run / history)  # resumed exactly
 
 
 def test_config_that_is_a_directory_or_missing(tmp_path, monkeypatch, capsys):

@@ -51,9 +51,12 @@ def test_flipped_byte_is_refused(tmp_path):
         load_checkpoint(path, phase="pretrain")
     assert _assert_one_line(info) == (
         f"checkpoint {path} is corrupt (SHA-256 mismatch: the file changed after it was written); "
-        "redo its phase with --redo pretrain"
+        "redo that phase: nasengine pretrain RUN_DIR --redo"
     )
-    with pytest.raises(NasEngineError, match="redo the phase that wrote it with --redo PHASE$"):
+    with pytest.raises(NasEngineError, match="redo that phase: nasengine PHASE RUN_DIR --redo, for the phase that"):
+        load_checkpoint(path)
+    (tmp_path / "config.toml").write_text("")  # inside a run directory: the command names it
+    with pytest.raises(NasEngineError, match=f"redo that phase: nasengine pretrain {tmp_path} --redo$"):
         load_checkpoint(path)
 
 
@@ -74,7 +77,7 @@ def test_missing_and_garbled_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(NasEngineError) as info:
         load_checkpoint(path, phase="finetune")
     assert _assert_one_line(info).startswith(f"checkpoint {path} cannot be read (")
-    assert _assert_one_line(info).endswith("); redo its phase with --redo finetune")
+    assert _assert_one_line(info).endswith("); redo that phase: nasengine finetune RUN_DIR --redo")
     torch.save(STATE, path)
     path.write_bytes(path.read_bytes()[:-100])  # an old-format file cut short
     assert verify_checkpoint(path).startswith("RuntimeError: ")
@@ -178,7 +181,7 @@ def test_history_garbled_middle_line_stops_and_keeps_the_file(tmp_path):
         History(path)
     message = _assert_one_line(info)
     assert message.startswith(f"{path} line 2 is not a valid history record (not valid JSON")
-    assert message.endswith("; fix or delete that line, or redo the search with --redo search")
+    assert message.endswith("; fix or delete that line, or redo the search: nasengine search RUN_DIR --redo")
     assert path.read_text() == text
 
 

@@ -35,6 +35,7 @@ from nasengine.report.build import write_report
 from nasengine.rundir.atomic import remove_stale_temp_files
 from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from nasengine.rundir.layout import (
+    ARCH_FILE,
     CHECKPOINT,
     DONE,
     LOG,
@@ -461,6 +462,12 @@ class Run:
                     f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch"
                 )
         entries = {"best": tuple(arch)}
+        done = self.layout.retrain_test("best")
+        if done.is_file() and tuple(read_json(done)["arch"]) != tuple(arch):  # not another network's result
+            raise NasEngineError(
+                f"{self.dir} has {format_arch(read_json(done)['arch'])} retrained as 'best'; retrain "
+                f"{format_arch(arch)} in its place: nasengine retrain {self.dir} --arch {format_arch(arch)} --redo"
+            )
         baseline = self.space.baseline_name
         if self.config.retrain_baseline and baseline:
             entries[baseline] = tuple(self.space.named[baseline])
@@ -472,6 +479,21 @@ class Run:
         self._mark_done(phase_dir, {"entries": list(results)}, ["search"] if searched else [])
         return results
 
+    def _claim_for(self, arch: Arch, out_dir: Path) -> None:
+        """Mark ``out_dir`` as the training folder of ``arch`` (``arch.json``); a folder that trained another
+        architecture (``retrain --arch X --redo`` in the winner's folder) is emptied first, as its checkpoints
+        would not fit."""
+        marker = out_dir / ARCH_FILE
+        if distributed.is_main():
+            if marker.is_file() and read_json(marker)["arch"] != list(arch):
+                console.log(
+                    f"{out_dir} trained {format_arch(read_json(marker)['arch'])}: emptied for {format_arch(arch)}"
+                )
+                shutil.rmtree(out_dir)
+            if not marker.is_file():
+                write_json({"arch": list(arch)}, marker)
+        distributed.barrier()
+
     def train_standalone(self, arch: Arch, out_dir: Path, label: str, schedule_scale: float = 1.0) -> dict[str, Any]:
         """Pre-train (unless scratch) and fine-tune the standalone network of ``arch``; test it.
 
@@ -479,6 +501,7 @@ class Run:
         (at least one; milestones are fractions, so they follow), as ``nasengine rank-check`` does.
         """
         result_path = out_dir / TEST
+        self._claim_for(arch, out_dir)
         if result_path.exists():
             return read_json(result_path)
         pretrain_schedule = scale_schedule(self.config.pretrain_schedule, schedule_scale)

@@ -20,8 +20,7 @@ import torch
 
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
-from nasengine.rundir.layout import CONFIG, PHASES
-from nasengine.rundir.manifest import verify_file
+from nasengine.rundir.manifest import redo_command, verify_file
 
 TRAILER_MARK = b"\nNASENGINE-SHA256:"
 TRAILER_LENGTH = len(TRAILER_MARK) + 64 + 1  # the mark, 64 hex digits, a newline
@@ -94,22 +93,6 @@ def verify_checkpoint(path: str | Path) -> str | None:
     return f"it {problem}" if problem == CODE_RUNNING else problem
 
 
-def _phase_of(path: Path) -> tuple[Path, str] | None:
-    """The run directory holding ``path`` and the phase folder it lies in (the folder beside ``config.toml``)."""
-    resolved = path.resolve()
-    for folder in resolved.parents:
-        if (folder / CONFIG).is_file():
-            return folder, resolved.relative_to(folder).parts[0]
-    return None
-
-
-def _redo_hint(path: Path, phase: str | None) -> str:
-    found = _phase_of(path)
-    if found and found[1] in PHASES:
-        return f"redo that phase: nasengine {found[1]} {found[0]} --redo"
-    return f"redo its phase with --redo {phase}" if phase else "redo the phase that wrote it with --redo PHASE"
-
-
 def load_checkpoint(path: str | Path, *, phase: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`: verify its SHA-256 trailer (when it has one)
     and unpickle it with ``weights_only=True``. ``phase`` names the phase that wrote it, for the fix
@@ -118,10 +101,12 @@ def load_checkpoint(path: str | Path, *, phase: str | None = None) -> dict[str, 
     verify_file(path)
     body, problem = _split_trailer(_read_bytes(path))
     if problem:
-        raise NasEngineError(f"checkpoint {path} is corrupt ({problem}); {_redo_hint(path, phase)}")
+        raise NasEngineError(f"checkpoint {path} is corrupt ({problem}); redo that phase: {redo_command(path, phase)}")
     state, problem = _unpickle(body)
     if problem == CODE_RUNNING:
         raise NasEngineError(f"checkpoint {path} {CODE_RUNNING}; it was not written by nasengine")
     if problem:
-        raise NasEngineError(f"checkpoint {path} cannot be read ({problem}); {_redo_hint(path, phase)}")
+        raise NasEngineError(
+            f"checkpoint {path} cannot be read ({problem}); redo that phase: {redo_command(path, phase)}"
+        )
     return state

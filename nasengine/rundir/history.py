@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nasengine.interfaces import Arch
+from nasengine.rundir.manifest import redo_command
 from nasengine.rundir.records import JsonLinesWriter, cut_torn_line, read_json_lines
-
-FIX = "fix or delete that line, or redo the search with --redo search"
 
 
 def record_problem(record: Any) -> str | None:
@@ -35,7 +34,8 @@ def record_problem(record: Any) -> str | None:
 
 
 def _read(path: Path):
-    return read_json_lines(path, what="history record", fix=FIX, check=record_problem)
+    fix = f"fix or delete that line, or redo the search: {redo_command(path, 'search')}"
+    return read_json_lines(path, what="history record", fix=fix, check=record_problem)
 
 
 class History:

@@ -32,6 +32,7 @@ HISTORY = "history.jsonl"  # a search's evaluated candidates
 BEST = "best.json"  # a search's winner
 SUPERNET = "supernet.pt"  # a supernet phase's trained weights
 TEST = "test.json"  # a standalone network's test metrics
+ARCH_FILE = "arch.json"  # the architecture a standalone network's folder trains
 REPORT = "report"
 SUMMARY = "summary.json"
 

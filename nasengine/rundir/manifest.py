@@ -110,6 +110,17 @@ def redo_hint(root: Path, folder: Path) -> str:
     return f"delete {folder} and run the command that made it again"
 
 
+def redo_command(path: Path, phase: str | None = None) -> str:
+    """The command that rebuilds ``path`` (a file or folder of a run directory); outside a run directory, the
+    ``--redo`` of ``phase`` when the caller knows it."""
+    root = run_root(path)
+    if root is not None:
+        return redo_hint(root, path if path.is_dir() else path.parent)
+    return (
+        f"nasengine {phase} RUN_DIR --redo" if phase else "nasengine PHASE RUN_DIR --redo, for the phase that wrote it"
+    )
+
+
 def read_done(path: Path) -> dict[str, Any]:
     """A ``done.json``, its own SHA-256 checked (one that has none, from before manifests, is taken as it is)."""
     root = run_root(path)

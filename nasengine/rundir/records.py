@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from nasengine.errors import NasEngineError
 from nasengine.rundir.atomic import atomic_write
-from nasengine.rundir.manifest import verify_file
+from nasengine.rundir.manifest import redo_command, verify_file
 
 RecordCheck = Callable[[Any], "str | None"]
 """Why a parsed line is not a record of its file (a short clause), or None when it is one."""
@@ -140,7 +140,8 @@ def read_json(path: str | Path) -> Any:
         raise NasEngineError(f"{path} does not exist") from None
     except UnicodeDecodeError as exc:
         raise NasEngineError(
-            f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote it with --redo PHASE"
+            f"{path} is not UTF-8 text (byte {exc.start}); delete it, or redo the phase that wrote it: "
+            f"{redo_command(path)}"
         ) from None
     except IsADirectoryError:
         raise NasEngineError(f"{path} is a directory, not a JSON file") from None

@@ -68,8 +68,8 @@ def pick_entry(run: Run, entry: str | None = None, arch: str | None = None) -> s
             if tuple(result["arch"]) == wanted:
                 return name
         raise NasEngineError(
-            f"architecture {format_arch(wanted)} is not retrained in {run.dir}; retrained: {listed}; "
-            f"retrain it with 'nasengine retrain {run.dir} --arch {format_arch(wanted)}'"
+            f"architecture {format_arch(wanted)} is not retrained in {run.dir}; retrained: {listed}; train it in a run "
+            f"of its own: 'nasengine run --config {run.layout.config} --arch {format_arch(wanted)} --out NEW_DIR'"
         )
     entry = entry or "best"
     if entry not in entries:
