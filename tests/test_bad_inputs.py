@@ -216,6 +216,21 @@ def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     )
 
 
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from nasengine.protocol import training
+
+    def full(state, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(training, "save_checkpoint", full)
+    code, err = nasengine([*RUN, "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: no space left on the device writing {tmp_path / 'run' / 'pretrain'}")
+
+
+@pytest.mark.slow  # the hint followed: test_a_full_disk_is_one_line without it
 def test_a_full_disk_is_one_line_and_the_same_command_again_finishes_the_run(smoke_run, tmp_path, monkeypatch, capsys):
     import errno
 

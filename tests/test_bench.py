@@ -262,6 +262,7 @@ def test_faults_kills_a_run_and_compares_every_file(tmp_path, capsys):
     assert status == 0 and read_json(tmp_path / "faults" / "faults.json")["differences"] == 0
 
 
+@pytest.mark.slow
 def test_corruption_damages_copies_of_a_run_and_follows_the_hints(smoke_run, tmp_path, capsys):
     out = tmp_path / "corruption"
     arguments = ["--reference", str(smoke_run), "--files", "report/done.json,config.toml", "--damages", "delete"]

@@ -123,7 +123,9 @@ def test_export_picks_the_entry_by_architecture(retrained_run, tmp_path):
     info = export(retrained_run, arch="detnas-coco-fpn-300m", formats="safetensors", out=tmp_path, image_size=SIZE)
     assert info["entry"] == "best" and info["arch_text"].startswith("2,1,2,0,")
     assert list(info["files"]) == ["safetensors"] and not (tmp_path / "backbone.onnx").exists()
-    with pytest.raises(NasEngineError, match=r"is not retrained in .*; retrained: best \(2,1,2,.*\); retrain it with"):
+    with pytest.raises(
+        NasEngineError, match=r"is not retrained in .*; retrained: best \(2,1,2,.*\); train it in a run of its own"
+    ):
         export(retrained_run, arch="detnas-voc-fpn-300m", formats="safetensors", out=tmp_path)
 
 

@@ -45,6 +45,7 @@ def without(run, *folders):
     return run
 
 
+@pytest.mark.slow
 def test_export_before_retraining_suggests_retrain_or_run_and_both_work(smoke_run_copy, tmp_path):
     run = without(smoke_run_copy, "retrain", "report")
     other = shutil.copytree(run, tmp_path / "other")
@@ -57,6 +58,7 @@ def test_export_before_retraining_suggests_retrain_or_run_and_both_work(smoke_ru
     assert (other / "report" / "done.json").is_file()
 
 
+@pytest.mark.slow
 def test_export_of_an_architecture_not_retrained_suggests_a_run_that_trains_it(smoke_run_copy, tmp_path):
     arch = "1," * 19 + "1"
     export = ["--arch", arch, "--format", "safetensors", "--image-size", "64", "--out", tmp_path / "export"]
@@ -83,6 +85,7 @@ def test_what_needs_a_search_suggests_it(smoke_run_copy, tmp_path):
     invoke("retrain", run, "--quiet")
 
 
+@pytest.mark.slow
 def test_a_random_baseline_compared_with_an_unfinished_run_suggests_finishing_it(smoke_run_copy, tmp_path):
     run = without(smoke_run_copy, "retrain", "report")
     baseline = ["random-baseline", "--preset", "smoke", "-n", "1", "--compare", run, "--out", tmp_path / "b"]
@@ -92,6 +95,7 @@ def test_a_random_baseline_compared_with_an_unfinished_run_suggests_finishing_it
     invoke(*baseline, "--quiet")
 
 
+@pytest.mark.slow
 def test_a_phase_command_on_a_folder_that_is_no_run_suggests_starting_one(tmp_path):
     folder = tmp_path / "empty"
     folder.mkdir()
