@@ -177,9 +177,13 @@ def comparable_markdown(text: str) -> str:
 def checkpoint_difference(a: Path, b: Path) -> str:
     import torch
 
+    from nasengine.errors import NasEngineError
     from nasengine.rundir.checkpoint import load_checkpoint
 
-    left, right = load_checkpoint(a), load_checkpoint(b)
+    try:
+        left, right = load_checkpoint(a), load_checkpoint(b)
+    except NasEngineError as exc:  # a damaged copy: the difference is that it cannot be read as it was
+        return f"unreadable: {exc}"
 
     def walk(x: Any, y: Any, where: str) -> str | None:
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):

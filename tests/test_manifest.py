@@ -10,26 +10,14 @@ import sys
 import textwrap
 
 import pytest
-from click.testing import CliRunner
+from test_trust import flip_a_byte as flip
+from test_trust import invoke
 
 import nasengine
 from bench.common import json_lines
-from nasengine.cli import cli
 from nasengine.errors import NasEngineError
 from nasengine.rundir.lock import LOCK_NAME
 from nasengine.rundir.manifest import Tampered
-
-
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def flip(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def cut_in_half(path):

@@ -48,7 +48,7 @@ from nasengine.rundir.layout import (
     RunLayout,
 )
 from nasengine.rundir.lock import RunLock
-from nasengine.rundir.manifest import unverified_files, verify_phase, write_done
+from nasengine.rundir.manifest import Tampered, unverified_files, verify_phase, write_done
 from nasengine.rundir.records import read_json, write_json
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig, scale_schedule
@@ -485,10 +485,8 @@ class Run:
         would not fit."""
         marker = out_dir / ARCH_FILE
         if distributed.is_main():
-            if marker.is_file() and read_json(marker)["arch"] != list(arch):
-                console.log(
-                    f"{out_dir} trained {format_arch(read_json(marker)['arch'])}: emptied for {format_arch(arch)}"
-                )
+            if marker.is_file() and _marked_arch(marker) != list(arch):
+                console.log(f"{out_dir} trained another architecture than {format_arch(arch)}: emptied for it")
                 shutil.rmtree(out_dir)
             if not marker.is_file():
                 write_json({"arch": list(arch)}, marker)
@@ -502,7 +500,9 @@ class Run:
         """
         result_path = out_dir / TEST
         self._claim_for(arch, out_dir)
-        if result_path.exists():
+        if result_path.exists():  # trained: what it was trained from is checked like any finished phase
+            for done in sorted(out_dir.rglob(DONE)):
+                verify_phase(done.parent)
             return read_json(result_path)
         pretrain_schedule = scale_schedule(self.config.pretrain_schedule, schedule_scale)
         finetune_schedule = scale_schedule(self.config.finetune_schedule, schedule_scale)
@@ -591,6 +591,17 @@ class Run:
                 f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first"
             )
         return load_checkpoint(self.layout.supernet(phase))
+
+
+def _marked_arch(marker: Path) -> list[int] | None:
+    """The architecture an ``arch.json`` names; None when it cannot be read (a damaged marker of a folder
+    whose phase is not finished, so no manifest vouches for it: the folder is trained again)."""
+    try:
+        return read_json(marker)["arch"]
+    except Tampered:
+        raise
+    except (NasEngineError, KeyError, TypeError):
+        return None
 
 
 def _finished(folder: Path) -> bool:

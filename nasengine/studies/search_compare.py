@@ -192,7 +192,7 @@ def budget_matched_options(
         )
     if strategy == search.strategy:
         raise NasEngineError(
-            f"strategy {strategy} is this run's own search; run 'nasengine search RUN_DIR' without --strategy"
+            f"strategy {strategy} is this run's own search; leave --strategy out to run (or --redo) that one"
         )
     reference = registry.create(
         "strategy", search.strategy, choices=tuple(choices), constraint=_any_arch, seed=seed, **search.strategy_options
