@@ -124,3 +124,27 @@ def test_report_waits_for_the_process_that_holds_the_run_and_show_reads_it(smoke
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_deleted_done_json_of_a_retrained_networks_training_is_noticed_and_rebuilt(smoke_run, smoke_run_copy):
+    done = smoke_run_copy / "retrain" / "best" / "finetune" / "done.json"
+    done.unlink()
+    for reader in ("show", "report", "run"):
+        arguments = ["run", "--out", smoke_run_copy] if reader == "run" else [reader, smoke_run_copy]
+        with pytest.raises(Tampered) as info:
+            invoke(*arguments)
+        assert str(info.value).startswith(f"{done} is missing, but its finished phase")
+    command = shlex.split(str(info.value).rsplit(": ", 1)[1])
+    assert command == ["nasengine", "retrain", str(smoke_run_copy), "--redo"]
+    invoke(*command[1:], "--quiet")
+    test = "retrain/best/test.json"
+    assert json_lines_free(smoke_run_copy / test) == json_lines_free(smoke_run / test)
+
+
+def json_lines_free(path):
+    """A JSON file's content without wall-clock fields."""
+    import json
+
+    from bench.common import comparable
+
+    return comparable(json.loads(path.read_text()))

@@ -152,7 +152,7 @@ def test_a_resume_under_another_thread_count_continues_with_the_runs_own(smoke_r
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert f"{recorded} torch threads, as the run began" in result.stdout + result.stderr
+    assert f"{recorded} torch threads, as the run began" in " ".join((result.stdout + result.stderr).split())
     assert configuration.load(smoke_run_copy / "config.toml").threads == recorded
     for name in ("search/history.jsonl", "search/best.json"):
         assert _records(smoke_run_copy / name) == _records(smoke_run / name), name

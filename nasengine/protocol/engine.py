@@ -461,6 +461,10 @@ class Run:
                 raise NasEngineError(
                     f"{self.dir} has no finished search; run 'nasengine search {self.dir}' or pass --arch"
                 )
+        if self.done("retrain"):  # every file checked, the networks' training folders too
+            summary = read_json(phase_dir / SUMMARY)
+            if summary.get("best", {}).get("arch") == list(arch):
+                return summary
         entries = {"best": tuple(arch)}
         done = self.layout.retrain_test("best")
         if done.is_file() and tuple(read_json(done)["arch"]) != tuple(arch):  # not another network's result

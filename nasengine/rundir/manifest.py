@@ -61,11 +61,14 @@ def _content_hash(info: dict[str, Any]) -> str:
 
 
 def phase_files(folder: Path) -> Iterator[Path]:
-    """The files a ``done.json`` in ``folder`` vouches for: all below it but ``done.json`` itself, the run's lock,
-    temporary files and the folders that have a ``done.json`` of their own."""
+    """The files a ``done.json`` in ``folder`` vouches for: all below it but ``done.json`` itself, the run's lock
+    and temporary files; of a folder that has a ``done.json`` of its own (a training folder of a retrained
+    network), only that ``done.json``: it vouches for the rest, and the parent for it being there."""
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
-            if not (entry / DONE).exists():
+            if (entry / DONE).exists():
+                yield entry / DONE
+            else:
                 yield from phase_files(entry)
         elif entry.name not in (DONE, LOCK_NAME) and not entry.name.startswith(".tmp-"):
             yield entry
@@ -174,10 +177,8 @@ def verify_file(path: Path) -> None:
     """Check ``path`` against the ``done.json`` that lists it (nothing to do when none does); a ``done.json``
     is checked against its own SHA-256. A mismatch or a missing file is one :class:`Tampered` line."""
     path = Path(path)
-    if path.name == DONE:
-        if path.is_file():
-            check_done(path)
-        return
+    if path.name == DONE and path.is_file():
+        check_done(path)  # and, when a finished folder above lists it, its SHA-256 there too
     listed = _listed_in(path)
     if listed is None:
         return
