@@ -148,3 +148,16 @@ def json_lines_free(path):
     from bench.common import comparable
 
     return comparable(json.loads(path.read_text()))
+
+
+def test_report_refuses_to_rewrite_a_report_whose_phases_lost_their_manifest(smoke_run_copy):
+    (smoke_run_copy / "retrain" / "done.json").unlink()
+    with pytest.raises(Tampered) as info:
+        invoke("report", smoke_run_copy)
+    message = str(info.value)
+    assert message.startswith(f"{smoke_run_copy / 'retrain' / 'done.json'} is missing, but ")
+    command = shlex.split(message.rsplit(": ", 1)[1])
+    assert command == ["nasengine", "retrain", str(smoke_run_copy), "--redo"]
+    invoke(*command[1:], "--quiet")
+    invoke("report", smoke_run_copy)
+    invoke("show", smoke_run_copy)

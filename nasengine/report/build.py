@@ -41,7 +41,7 @@ from nasengine.report.markdown import SEARCHED, format_mflops, protocol_order, w
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import DONE, LOG, PHASES, SUMMARY, RunLayout
 from nasengine.rundir.lock import hold_run_lock
-from nasengine.rundir.manifest import verify_run, write_done
+from nasengine.rundir.manifest import check_inputs, verify_run, write_done
 from nasengine.rundir.records import read_json, write_json
 from nasengine.rundir.training_log import read_training_log
 from nasengine.settings import config as configuration
@@ -123,6 +123,8 @@ def report_run(
         _check_same_problem(config, Path(random_baseline))
     with hold_run_lock(directory):
         verify_run(directory, report=False)
+        # what the last report was made from is still there: a phase's deleted done.json is not noticed otherwise
+        check_inputs(RunLayout(directory).report / DONE)
         write_report(
             directory,
             config.search.flops_max,

@@ -142,17 +142,29 @@ def read_done(path: Path) -> dict[str, Any]:
 def check_done(path: Path) -> dict[str, Any]:
     """:func:`read_done`, and the phases it was made from still there as they were (else :class:`Tampered`)."""
     info = read_done(path)
+    check_inputs(path, info)
+    return info
+
+
+def check_inputs(path: Path, info: dict[str, Any] | None = None) -> None:
+    """The finished phases the ``done.json`` at ``path`` was made from are still there as they were (else
+    :class:`Tampered` naming the phase and its ``--redo``); ``info`` is its content, read here when not given
+    (and nothing to check when it cannot be: ``path`` itself is about to be written again)."""
     root = run_root(path)
-    if root is None:
-        return info
-    for name, recorded in (info.get(INPUTS) or {}).items():
+    if info is None:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return
+    if root is None or not isinstance(info, dict) or not isinstance(info.get(INPUTS), dict):
+        return
+    for name, recorded in info[INPUTS].items():
         source = root / name
         hint = redo_hint(root, source.parent)
         if not source.is_file():
             raise Tampered(f"{source} is missing, but {path} was made from its phase; rebuild it: {hint}")
         if fingerprint(source) != recorded:
             raise Tampered(f"{source.parent} changed after {path} was made from it; redo it: {hint}")
-    return info
 
 
 def _listed_in(path: Path) -> tuple[Path, str, str] | None:
