@@ -77,15 +77,17 @@ def test_retraining_another_architecture_over_a_finished_retrain_suggests_redo(s
     assert read_json(smoke_run_copy / "retrain" / "best" / "test.json")["arch"] == [1] * 20
 
 
+@pytest.mark.slow
 def test_what_needs_a_search_suggests_it(smoke_run_copy, tmp_path):
     run = without(smoke_run_copy, "search", "retrain", "report")
-    for command in (["retrain", run], ["rank-check", run, "-n", "2"], ["report", run]):
+    for command in (["retrain", run], ["rank-check", run, "-n", "2"], ["report", run, "--compare", run]):
         assert suggested(refused(*command)) == [["search", str(run)]], command
     invoke("search", run, "--quiet")
     invoke("retrain", run, "--quiet")
     invoke("report", run)
 
 
+@pytest.mark.slow
 def test_a_phase_before_its_inputs_suggests_the_phase_it_needs(smoke_run_copy):
     run = without(smoke_run_copy, "finetune", "search", "retrain", "report")
     (command,) = suggested(refused("search", run))

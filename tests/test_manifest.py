@@ -41,17 +41,21 @@ READERS = {
     "report": lambda run: ["report", run],
     "export": lambda run: ["export", run, "--format", "safetensors", "--image-size", "64"],
 }
+SLOW = pytest.mark.slow  # python -m bench.corruption covers every kind of file; make test keeps two
 DAMAGES = [
-    ("search/history.jsonl", cut_in_half, "nasengine search {run} --redo"),
-    ("search/history.jsonl", raise_a_score, "nasengine search {run} --redo"),
-    ("retrain/best/test.json", flip, "nasengine retrain {run} --redo"),
-    ("pretrain/log.jsonl", flip, "nasengine pretrain {run} --redo"),
-    ("finetune/supernet.pt", cut_in_half, "nasengine finetune {run} --redo"),
+    ("search/history.jsonl", cut_in_half, "nasengine search {run} --redo", ()),
+    ("search/history.jsonl", raise_a_score, "nasengine search {run} --redo", SLOW),
+    ("retrain/best/test.json", flip, "nasengine retrain {run} --redo", ()),
+    ("pretrain/log.jsonl", flip, "nasengine pretrain {run} --redo", SLOW),
+    ("finetune/supernet.pt", cut_in_half, "nasengine finetune {run} --redo", SLOW),
 ]
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
-@pytest.mark.parametrize("name, damage, hint", DAMAGES, ids=[f"{n}-{d.__name__}" for n, d, _ in DAMAGES])
+@pytest.mark.parametrize(
+    "name, damage, hint",
+    [pytest.param(n, d, h, marks=m, id=f"{n}-{d.__name__}") for n, d, h, m in DAMAGES],
+)
 def test_every_reader_names_a_changed_file_and_its_redo(smoke_run_copy, reader, name, damage, hint):
     damage(smoke_run_copy / name)
     lock = smoke_run_copy / LOCK_NAME

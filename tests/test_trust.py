@@ -137,6 +137,7 @@ def test_temp_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
     assert keep.exists()
 
 
+@pytest.mark.slow
 def test_a_resume_under_another_thread_count_continues_with_the_runs_own(smoke_run, smoke_run_copy):
     """Results depend on torch's thread count: a run records it, and a resume uses it again, whatever the
     environment says — so the redone search replays exactly."""
