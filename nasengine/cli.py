@@ -292,17 +292,74 @@ def _run_options(function):
             metavar="KEY=VALUE",
             help="Any config value, e.g. search.strategy_options.population=20.",
         ),
+        click.option(
+            "--procs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Processes the run spans, all nodes together [default: one per GPU, 1 on a CPU].",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Torch threads per process [default: the cores shared out over the processes].",
+        ),
         space_option,
         task_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return _launch_options(function)
+
+
+def _launch_options(function):
+    """How the ranks of a command are started (every command that trains or searches a run)."""
+    options = [
+        click.option(
+            "--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes the processes span."
+        ),
+        click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="Rendezvous of several nodes."),
+        click.option("--rdzv-id", default=None, help="The job's name at the rendezvous (the same on every node)."),
+        click.option(
+            "--max-restarts",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Restart the processes this often after one is lost; they continue from the last checkpoint.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
+def _launched(directory: Path, config, kw: dict[str, Any]) -> bool:
+    """Start this very command as the run's ranks (then True: the caller is done) unless this process is one of
+    them or the run has one process. The layout is the run's (``procs`` and ``threads`` in its config.toml)
+    or, for a new run, what was asked for or the machine's default; a conflicting one is refused here, once,
+    before any rank starts."""
+    from nasengine import launch
+    from nasengine.protocol.engine import settle_config
+    from nasengine.settings import config as configuration
+
+    if launch.inside_launcher():
+        return False
+    how = launch.Launch(kw["nodes"], kw["rdzv_endpoint"], kw["rdzv_id"], kw["max_restarts"])
+    saved = configuration.load(Path(directory) / CONFIG) if (Path(directory) / CONFIG).is_file() else None
+    if config.procs is None:
+        config.procs = saved.procs if saved is not None and saved.procs else launch.default_procs() * how.nodes
+    if config.procs == 1 and how.nodes == 1:
+        return False  # this process is the run (its configuration is completed and checked by Run.create)
+    if config.threads is None:
+        config.threads = saved.threads if saved is not None else launch.default_threads(config.procs // how.nodes)
+    settle_config(Path(directory), config)
+    launch.launch(sys.argv[1:], config.procs, config.threads, how)
+    return True
+
+
 def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     overrides: dict[str, Any] = parse_pairs(kw.get("settings", ()), "--set")
-    for key in ("space", "task", "pretrain_task", "preset", "seed"):
+    for key in ("space", "task", "pretrain_task", "preset", "seed", "procs", "threads"):
         if kw.get(key) is not None:
             overrides[key] = kw[key]
     search = overrides.setdefault("search", {})
@@ -368,6 +425,8 @@ def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **
     directory = out_dir or _default_out(config)
     space = registry.create("space", config.space, **config.space_options)
     parsed = parse_arch(arch, space.choices, space.named) if arch else None
+    if _launched(Path(directory), config, kw):
+        return
     run_ = Run.create(directory, config)
     if redo:
         run_.redo(redo)
@@ -389,6 +448,8 @@ def _phase_command(phase: str, help_text: str):
         run_ = Run.open(run_dir)
         arch = kw.get("arch")
         parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
+        if _launched(run_.dir, run_.config, kw):
+            return
         run_.start()
         if redo:
             run_.redo(phase)
@@ -401,6 +462,7 @@ def _phase_command(phase: str, help_text: str):
             getattr(run_, phase)()
 
     command.__doc__ = help_text
+    command = _launch_options(command)
     if phase == "retrain":
         command = click.option("--arch", default=None, help="Retrain this architecture instead of the search's best.")(
             command
@@ -429,12 +491,15 @@ _phase_command("retrain", "Phase 4: retrain the best (or --arch) architecture al
 )
 @click.option("--redo", is_flag=True, help="Redo the search even if it finished, and what depends on it.")
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-def search(run_dir: str, strategy: str | None, budget_like: str | None, redo: bool, quiet: bool) -> None:
+@_launch_options
+def search(run_dir: str, strategy: str | None, budget_like: str | None, redo: bool, quiet: bool, **kw: Any) -> None:
     """Phase 3: search on the trained supernet of RUN_DIR (or, with --strategy, a comparison search)."""
     from nasengine.protocol.engine import Run
 
     out.set_quiet(quiet)
     run_ = Run.open(run_dir)
+    if _launched(run_.dir, run_.config, kw):
+        return
     run_.start()
     if strategy is None:
         if budget_like is not None:
@@ -495,6 +560,8 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
     out.set_quiet(quiet)
     config = configuration.resolve(overrides=_overrides(kw), file=kw.get("config_file"))
     directory = Path(out_dir) if out_dir else Path("runs") / f"random-baseline-{_default_out(config).name}"
+    if _launched(directory, config, kw):
+        return
     run_random_baseline(config, directory, count, Path(compare_dir) if compare_dir else None)
 
 
@@ -522,12 +589,16 @@ def random_baseline(count: int, out_dir: str | None, compare_dir: str | None, qu
     help="Also check the space's baseline (scored on the supernet as the search would, trained alone the same way).",
 )
 @click.option("--quiet", is_flag=True, help="Log lines instead of progress bars.")
-def rank_check(run_dir: str, count: int, schedule_scale: float, baseline: bool, quiet: bool) -> None:
+@_launch_options
+def rank_check(run_dir: str, count: int, schedule_scale: float, baseline: bool, quiet: bool, **kw: Any) -> None:
     """Does the supernet rank like standalone training? Kendall's tau and Spearman's rho of N candidates
     (and the space's baseline)."""
+    from nasengine.protocol.engine import Run
     from nasengine.studies.rank_check import run_rank_check
 
     out.set_quiet(quiet)
+    if _launched(Path(run_dir), Run.open(run_dir).config, kw):
+        return
     run_rank_check(run_dir, count, schedule_scale, with_baseline=baseline)
 
 

@@ -27,7 +27,7 @@ def set_quiet(quiet: bool) -> None:
 
 
 def log(message: str) -> None:
-    """A line on rank 0's console."""
+    """A line on the console of the current group's rank 0 (networks trained side by side each log theirs)."""
     if distributed.is_main() and not _silenced:
         console.print(message)
 
@@ -64,7 +64,8 @@ class _Bar:
 @contextmanager
 def progress(total: int, description: str, log_every: int = 50) -> Iterator[_Bar]:
     """A progress bar (or, when quiet or not a terminal, periodic log lines) for ``total`` steps."""
-    live = distributed.is_main() and not _quiet and sys.stdout.isatty()
+    # one live bar per terminal: global rank 0's; networks side by side on other ranks log lines instead
+    live = distributed.global_rank() == 0 and not _quiet and sys.stdout.isatty()
     if not live:
         yield _Bar(total, description, None, log_every)
         return

@@ -80,6 +80,8 @@ def distill(
     description: str,
     workers: int = 0,
     tensorboard: Path | None = None,
+    device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Train every choice of ``supernet`` (``choices`` options per position) to reproduce
     ``teacher_backbone`` position by position; ``model`` is the supernet inside the task's model.
@@ -125,5 +127,6 @@ def distill(
         data,
         task.collate,
         step,
-        ddp=False,  # the step runs the supernet's blocks one by one, not the model's forward
+        device=device,
+        precision=precision,
     )

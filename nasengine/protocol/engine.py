@@ -24,7 +24,7 @@ from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
 from nasengine.flops import cost_of
 from nasengine.interfaces import Arch, Space, Supernet, Task, implements
-from nasengine.protocol import distributed, seeds
+from nasengine.protocol import distributed, precision, seeds
 from nasengine.protocol.distillation import distill, inherit_shared
 from nasengine.protocol.path_sampling import paths_for
 from nasengine.protocol.preflight import check_run
@@ -73,28 +73,10 @@ class Run:
         until the process ends.
         """
         directory = Path(directory)
-        if config.search.flops_max is None:
-            space = registry.create("space", config.space, **config.space_options)
-            config.search.flops_max = float(space.default_flops_max)
+        distributed.setup()  # the ranks are counted before the configuration is completed
+        settle_config(directory, config)
         run = cls(directory, config)
         saved_path = run.layout.config
-        found = [phase for phase in PHASES if run.layout.folder(phase).exists()]
-        if found and not saved_path.exists():
-            raise NasEngineError(
-                f"{directory} holds a run's {found[0]}/ but no {saved_path.name}, so its configuration is unknown; "
-                f"restore {saved_path.name} from a backup, or use another --out"
-            )
-        saved = configuration.load(saved_path) if saved_path.exists() else None
-        if config.threads is None:  # not asked for: a resumed run keeps its own (None in a run of an older
-            # nasengine, which did not record it), a new one takes this process's
-            config.threads = saved.threads if saved is not None else torch.get_num_threads()
-        if saved is not None:
-            difference = _first_difference(saved.to_dict(), config.to_dict())
-            if difference:
-                raise NasEngineError(
-                    f"{directory} holds a run with a different configuration ({difference}); "
-                    "use another --out, or rerun with the same options to resume it"
-                )
         run.start()
         if distributed.is_main() and not saved_path.exists():
             configuration.save(config, saved_path)
@@ -120,6 +102,7 @@ class Run:
         a second writer is refused at once rather than after the checks; a new one only once they pass, so
         a refused run leaves nothing behind. The run's recorded ``threads`` become this process's, so a
         run resumed under another thread count continues exactly as it began."""
+        self.check_layout()
         if self.dir.is_dir():
             self.claim()
         self.check()
@@ -127,6 +110,17 @@ class Run:
         if self.config.threads and self.config.threads != torch.get_num_threads():
             console.log(f"{self.dir}: {self.config.threads} torch threads, as the run began (results depend on it)")
             torch.set_num_threads(self.config.threads)
+
+    def check_layout(self) -> None:
+        """The run continues in as many processes as it began with (results depend on them: the batches are
+        per process, and the data is sharded over the ranks); a run of an earlier nasengine (no ``procs``) in
+        whatever layout it is given."""
+        procs, ranks = self.config.procs, distributed.world_size()
+        if procs is not None and procs != ranks:
+            raise NasEngineError(
+                f"{self.dir} was run by {procs} process(es) and this is {ranks}; results depend on the layout, so "
+                f"continue it as it began: nasengine run --out {self.dir} (it launches {procs})"
+            )
 
     def claim(self) -> None:
         """Create the directory, take its lock for this process's lifetime (one writer per run directory)
@@ -198,6 +192,12 @@ class Run:
         return registry.create("task", self.config.pretrain_task, **self.config.pretrain_task_options)
 
     @property
+    def training_precision(self) -> str:
+        """The training precision: as recorded (``auto`` only in a run of an earlier nasengine, which trained in
+        fp32)."""
+        return "fp32" if self.config.precision == "auto" else self.config.precision
+
+    @property
     def search_task(self) -> Task:
         return self.pretrain_task if self.config.search.on == "classification" else self.task
 
@@ -259,6 +259,7 @@ class Run:
                 activate=supernet.activate if supernet is not None else None,
                 workers=self.config.data_workers,
                 tensorboard=self.layout.tensorboard_of(phase_dir),
+                precision=self.training_precision,
             ),
         )
 
@@ -360,6 +361,8 @@ class Run:
                 description=f"distill supernet from {self.space.baseline_name}",
                 workers=self.config.data_workers,
                 tensorboard=self.layout.tensorboard_of(distill_dir),
+                device=self.device,
+                precision=self.training_precision,
             ),
         )
         return {"iterations": iterations, "teacher": self.space.baseline_name, **info}
@@ -475,9 +478,11 @@ class Run:
         baseline = self.space.baseline_name
         if self.config.retrain_baseline and baseline:
             entries[baseline] = tuple(self.space.named[baseline])
-        results = {}
-        for label, entry_arch in entries.items():
-            results[label] = self.train_standalone(entry_arch, self.layout.retrain_entry(label), label)
+        trained = distributed.share_out(  # side by side when the run has several processes
+            list(entries.items()),
+            lambda entry: self.train_standalone(entry[1], self.layout.retrain_entry(entry[0]), entry[0]),
+        )
+        results = dict(zip(entries, trained))
         if distributed.is_main():
             write_json(results, phase_dir / SUMMARY)
         self._mark_done(phase_dir, {"entries": list(results)}, ["search"] if searched else [])
@@ -595,6 +600,44 @@ class Run:
                 f"phase '{phase}' of {self.dir} is not finished; run 'nasengine {phase} {self.dir}' first"
             )
         return load_checkpoint(self.layout.supernet(phase))
+
+
+def settle_config(directory: Path, config: RunConfig) -> RunConfig | None:
+    """Complete ``config`` for a run in ``directory`` and check it may continue the run there; returns the saved
+    configuration (None for a new run).
+
+    What was not asked for (``threads``, ``procs``, ``precision``, the FLOPs limit) is the saved run's, or
+    for a new run this process's threads, the launched ranks and the device's precision; any other
+    difference from the saved configuration is one error line. Called by :meth:`Run.create` and, before it
+    starts any rank, by ``nasengine``'s launcher.
+    """
+    if config.search.flops_max is None:
+        space = registry.create("space", config.space, **config.space_options)
+        config.search.flops_max = float(space.default_flops_max)
+    layout = RunLayout(directory)
+    found = [phase for phase in PHASES if layout.folder(phase).exists()]
+    if found and not layout.config.exists():
+        raise NasEngineError(
+            f"{directory} holds a run's {found[0]}/ but no {layout.config.name}, so its configuration is unknown; "
+            f"restore {layout.config.name} from a backup, or use another --out"
+        )
+    saved = configuration.load(layout.config) if layout.config.exists() else None
+    if config.threads is None:  # not asked for: a resumed run keeps its own (None in a run of an older
+        # nasengine, which did not record it), a new one takes this process's
+        config.threads = saved.threads if saved is not None else torch.get_num_threads()
+    if config.procs is None:  # the same for the processes and the precision
+        config.procs = saved.procs if saved is not None else distributed.world_size()
+    if config.precision == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        config.precision = saved.precision if saved is not None else precision.resolve("auto", device)
+    if saved is not None:
+        difference = _first_difference(saved.to_dict(), config.to_dict())
+        if difference:
+            raise NasEngineError(
+                f"{directory} holds a run with a different configuration ({difference}); "
+                "use another --out, or rerun with the same options to resume it"
+            )
+    return saved
 
 
 def _marked_arch(marker: Path) -> list[int] | None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from torch import nn
 
 from nasengine import console, registry
@@ -273,6 +272,5 @@ def _evaluate_chunk(chunk: list[Arch], evaluator: CandidateEvaluator) -> list[tu
         return [(arch, evaluator.evaluate(arch)) for arch in chunk]  # a chunk of one
     mine = chunk[distributed.rank()] if distributed.rank() < len(chunk) else None
     result = evaluator.evaluate(mine) if mine else None
-    gathered: list[Any] = [None] * distributed.world_size()
-    dist.all_gather_object(gathered, (mine, result))
+    gathered = distributed.all_gather_object((mine, result))
     return [(tuple(arch), res) for arch, res in gathered if arch is not None]

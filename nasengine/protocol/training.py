@@ -32,6 +32,7 @@ from nasengine import console
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Task
 from nasengine.protocol import distributed
+from nasengine.protocol.precision import Mixed
 from nasengine.protocol.seeds import ITERATION, derived_seed
 from nasengine.protocol.tensorboard import Board
 from nasengine.rundir.checkpoint import load_checkpoint, save_checkpoint
@@ -41,6 +42,7 @@ from nasengine.rundir.training_log import truncate_training_log
 from nasengine.settings.config import Schedule
 
 STATS_KEY = "figures"  # the checkpoint's key for the training statistics (its name in existing runs)
+SCALER_KEY = "grad_scaler"  # the checkpoint's key for fp16's gradient scaler
 
 Step = Callable[[nn.Module, int, Any], tuple[torch.Tensor, float]]
 """``step(model, iteration, batch) -> (loss, logged)``: the loss to back-propagate and the value to log."""
@@ -96,7 +98,7 @@ def warmup_factor(warmup_iterations: int, iteration: int) -> float:
 class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of indices over epochs of seeded permutations, starting at any iteration.
 
-    Under DDP each rank takes its own slice of every permutation. Resuming at iteration ``start``
+    With several ranks each takes its own slice of every permutation. Resuming at iteration ``start``
     yields exactly the batches an uninterrupted run would have yielded from there.
     """
 
@@ -188,23 +190,25 @@ def run_loop(
     collate: Callable[[list], Any],
     step: Step,
     *,
-    ddp: bool = True,
     device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Train ``model`` for ``loop.iterations`` from its newest checkpoint in ``loop.out_dir`` (if any).
 
     Each iteration sets every parameter group's learning rate to ``lr_at(iteration)``, clears the
-    gradients, calls ``step(model, iteration, batch)`` and applies the optimizer. Under DDP the step gets the
-    model wrapped in ``DistributedDataParallel`` on ``device`` (``ddp``), whose backward pass averages the gradients; a
-    step that does not run the model's forward (distillation) sets ``ddp`` False and the loop averages
-    the optimizer's gradients itself. Writes ``checkpoint.pt`` every ``loop.checkpoint_every`` iterations
-    and at the end, ``log.jsonl`` (one line per iteration) and TensorBoard scalars; returns the final
-    statistics (the loss, ``lr``, ``img/s``), which a finished phase's ``done.json`` keeps.
+    gradients, calls ``step(model, iteration, batch)`` (under autocast for ``precision`` ``bf16`` or
+    ``fp16``; ``fp16`` scales the loss with a gradient scaler saved in the checkpoint), averages the
+    gradients over the current group's ranks (one flat all-reduce of the gradients that exist: only the
+    sampled path has any) and applies the optimizer. Writes ``checkpoint.pt`` every
+    ``loop.checkpoint_every`` iterations and at the end, ``log.jsonl`` (one line per iteration) and
+    TensorBoard scalars; returns the final statistics (the loss, ``lr``, ``img/s``), which a finished
+    phase's ``done.json`` keeps.
     """
+    device = device or torch.device("cpu")
+    mixed = Mixed(precision, device)
     loop.out_dir.mkdir(parents=True, exist_ok=True)
-    start, stats = resume_training_state(model, optimizer, loop.out_dir, loop.iterations, loop.description)
+    start, stats = resume_training_state(model, optimizer, loop.out_dir, loop.iterations, loop.description, mixed)
     saved_at = start if start > 0 else None  # the iteration of the newest checkpoint on disk
-    stepped = _wrap_for_ddp(model, device or torch.device("cpu")) if ddp else model
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     sampler = ResumableBatchSampler(len(data), loop.batch_size, loop.seed, start, loop.iterations)  # type: ignore[arg-type]
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=loop.workers)
@@ -225,13 +229,13 @@ def run_loop(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss, value = step(stepped, iteration, batch)
+            with mixed.autocast():
+                loss, value = step(model, iteration, batch)
             if not torch.isfinite(loss):
                 raise _diverged(loop, iteration, lr, f"the {loop.loss_label} became {loss.item()}", saved_at)
-            loss.backward()
-            if not ddp:
-                distributed.average_gradients(parameters)
-            optimizer.step()
+            mixed.backward(loss)
+            distributed.average_gradients(parameters)
+            mixed.step(optimizer)
             if overflow_check_due(iteration, loop.checkpoint_every, loop.iterations):
                 overflow = state_overflow(model)
                 if overflow:
@@ -245,10 +249,10 @@ def run_loop(
             done = iteration + 1
             if done % loop.checkpoint_every == 0 and done < loop.iterations:
                 board.flush()
-                save_training_state(model, optimizer, done, loop.out_dir / CHECKPOINT, stats)
+                save_training_state(model, optimizer, done, loop.out_dir / CHECKPOINT, stats, mixed)
                 saved_at = done
     if start < loop.iterations:
-        save_training_state(model, optimizer, loop.iterations, loop.out_dir / CHECKPOINT, stats)
+        save_training_state(model, optimizer, loop.iterations, loop.out_dir / CHECKPOINT, stats, mixed)
     return stats
 
 
@@ -271,12 +275,13 @@ def train(
     activate: Callable[[Arch], None] | None = None,
     workers: int = 0,
     tensorboard: Path | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Train ``model`` with ``task.loss`` and SGD for ``schedule.iterations`` (see :func:`run_loop`).
 
     Supernets: ``paths(iteration)`` lists that iteration's paths and ``activate(arch)`` selects one before
     its forward pass; the losses of several paths are averaged in one graph, so one backward pass (and
-    one DDP gradient reduction) covers them all. Without ``paths`` the model is a plain network.
+    one gradient reduction) covers them all. Without ``paths`` the model is a plain network.
     """
     base_lr = (
         schedule.lr
@@ -285,9 +290,9 @@ def train(
     )
     optimizer = torch.optim.SGD(param_groups(model, schedule.weight_decay), lr=base_lr, momentum=schedule.momentum)
 
-    def step(stepped: nn.Module, iteration: int, batch: Any) -> tuple[torch.Tensor, float]:
+    def step(model: nn.Module, iteration: int, batch: Any) -> tuple[torch.Tensor, float]:
         archs: Sequence[Arch | None] = paths(iteration) if paths is not None else [None]
-        loss = _mean_loss(stepped, task, batch, archs, activate)
+        loss = _mean_loss(model, task, batch, archs, activate)
         return loss, float(loss.detach())
 
     loop = Loop(
@@ -309,6 +314,7 @@ def train(
         task.collate,
         step,
         device=device,
+        precision=precision,
     )
 
 
@@ -326,10 +332,15 @@ def _mean_loss(
 
 
 def resume_training_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, iterations: int, description: str
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    out_dir: Path,
+    iterations: int,
+    description: str,
+    mixed: Mixed | None = None,
 ) -> tuple[int, dict[str, float]]:
-    """Load ``out_dir/checkpoint.pt`` into ``model`` and ``optimizer`` if it exists, drop log lines
-    written after it, and return the iteration to continue from (0 for a fresh start) with the training
+    """Load ``out_dir/checkpoint.pt`` into ``model``, ``optimizer`` (and ``mixed``'s scaler) if it exists, drop
+    log lines written after it, and return the iteration to continue from (0 for a fresh start) with the training
     statistics saved with it (smoothed loss, lr), so a resumed phase reports what an uninterrupted one would."""
     start, stats = 0, {}
     checkpoint_path = out_dir / CHECKPOINT
@@ -339,6 +350,8 @@ def resume_training_state(
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
         stats = dict(state.get(STATS_KEY, {}))
+        if mixed is not None:
+            mixed.load_state_dict(state.get(SCALER_KEY))
         console.log(f"{description}: resuming at iteration {start}/{iterations}")
     if distributed.is_main():
         truncate_training_log(out_dir / LOG, start)
@@ -351,6 +364,7 @@ def save_training_state(
     iteration: int,
     path: Path,
     stats: dict[str, float] | None = None,
+    mixed: Mixed | None = None,
 ) -> None:
     """Write the training state at ``iteration``, byte for byte what an uninterrupted run writes: the
     optimizer's per-parameter state is sorted by parameter index (its insertion order records which paths
@@ -367,16 +381,9 @@ def save_training_state(
             {sys.intern(name): value for name, value in group.items()} for group in optimizer_state["param_groups"]
         ]
         steady = {key: value for key, value in (stats or {}).items() if key != "img/s"}  # no wall clock
-        save_checkpoint(
-            {"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration, STATS_KEY: steady},
-            path,
-        )
+        state = {"model": model.state_dict(), "optimizer": optimizer_state, "iteration": iteration, STATS_KEY: steady}
+        scaler = mixed.state_dict() if mixed is not None else None
+        if scaler is not None:
+            state[SCALER_KEY] = scaler
+        save_checkpoint(state, path)
     distributed.barrier()
-
-
-def _wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """DDP under torchrun (unused parameters allowed: only one path runs per step), else the model itself."""
-    if not distributed.is_distributed():
-        return model
-    device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)

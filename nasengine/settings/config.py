@@ -109,6 +109,10 @@ class RunConfig:
     # torch's intra-op threads in every process of the run: results depend on it (float sums in another order),
     # so it is recorded when the run starts (None: this process's count) and a resumed run uses it again
     threads: int | None = None
+    # the processes the run spans (all nodes together) and the training precision: recorded like threads
+    # (None / "auto": chosen when the run begins, see nasengine.launch and nasengine.protocol.precision)
+    procs: int | None = None
+    precision: str = "auto"
     preset: str = DEFAULT_PRESET
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,6 +314,7 @@ def check_types(config: RunConfig, where: str = "") -> None:
 def check_ranges(config: RunConfig, where: str = "") -> None:
     """Every number inside its range and every name one of its choices; one line naming the key otherwise."""
     from nasengine.protocol.path_sampling import SAMPLINGS
+    from nasengine.protocol.precision import PRECISIONS
 
     def require(ok: bool, key: str, wanted: str, value: Any) -> None:
         if not ok:
@@ -317,6 +322,8 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
 
     require(0 <= config.seed < 2**63, "seed", "an integer in [0, 2**63)", config.seed)
     require(config.threads is None or config.threads >= 1, "threads", "an integer >= 1", config.threads)
+    require(config.procs is None or config.procs >= 1, "procs", "an integer >= 1", config.procs)
+    require(config.precision in PRECISIONS, "precision", " or ".join(PRECISIONS), config.precision)
     require(config.data_workers >= 0, "data_workers", "an integer >= 0", config.data_workers)
     for name in ("pretrain_schedule", "finetune_schedule"):
         schedule = getattr(config, name)

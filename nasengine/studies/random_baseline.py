@@ -1,7 +1,8 @@
 """The paper's random baseline (Table 5): N random architectures within the FLOPs constraint, each
 trained the full way (pre-training + fine-tuning, standalone) and tested; mean ± std of their scores.
 
-Each architecture trains in its own folder, so an interrupted baseline resumes where it stopped. The folder
+Each architecture trains in its own folder, so an interrupted baseline resumes where it stopped; a run of
+several processes trains them side by side (:func:`nasengine.protocol.distributed.share_out`). The folder
 gets ``random_baseline.json`` and ``random_models.png`` (the paper's Fig. 3: each model's test score against
 its FLOPs, their mean, and with ``--compare RUN_DIR`` the searched network); ``nasengine report RUN_DIR
 --random-baseline DIR`` draws the same figure into the run's report.
@@ -18,6 +19,7 @@ from rich.table import Table
 from nasengine import console, registry
 from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
+from nasengine.protocol import distributed
 from nasengine.protocol.engine import Run
 from nasengine.protocol.search import flops_constraint
 from nasengine.report.build import FIGURES, RANDOM_BASELINE, reference_networks
@@ -51,10 +53,15 @@ def run_random_baseline(config: RunConfig, directory: Path, count: int, compare:
         check_compare(compare)  # before hours of training
     run = Run.create(directory, config)
     archs = sample_architectures(run, count)
-    results = []
-    for index, arch in enumerate(archs):
+
+    def train(indexed: tuple[int, tuple[int, ...]]) -> dict[str, Any]:
+        index, arch = indexed
         console.log(f"random baseline {index + 1}/{len(archs)}: {format_arch(arch)}")
-        results.append(run.train_standalone(arch, directory / f"arch-{index:03d}", f"random {index + 1}/{len(archs)}"))
+        return run.train_standalone(arch, directory / f"arch-{index:03d}", f"random {index + 1}/{len(archs)}")
+
+    results = distributed.share_out(list(enumerate(archs)), train)  # side by side with several processes
+    if not distributed.is_main():
+        return {}
     title = f"random baseline ({config.space}, {config.task}, {len(results)} architectures)"
     return write_baseline(results, directory, compare, title)
 

@@ -163,19 +163,22 @@ def run_rank_check(
     baseline = _baseline_record(run, history, candidates, schedule_scale) if with_baseline else None
     if baseline is not None:
         candidates.append(baseline)
-    entries = []
-    for index, record in enumerate(candidates, 1):
+
+    def train(indexed: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+        index, record = indexed
         arch = tuple(int(c) for c in record["arch"])
         label = f"rank-check {index}/{len(candidates)}" + (" (baseline)" if record is baseline else "")
         console.log(f"{label}: {format_arch(arch)}")
         reused = run.layout.retrain_test(run.space.baseline_name or "")
         if record is baseline and schedule_scale == 1.0 and reused.is_file():
-            result = read_json(reused)  # the baseline's retraining: the same network trained the same way
-        else:
-            result = run.train_standalone(arch, candidate_dir(run.dir, arch, schedule_scale), label, schedule_scale)
-        entries.append(
-            {**_entry(record, result), **({"baseline": run.space.baseline_name} if record is baseline else {})}
-        )
+            return read_json(reused)  # the baseline's retraining: the same network trained the same way
+        return run.train_standalone(arch, candidate_dir(run.dir, arch, schedule_scale), label, schedule_scale)
+
+    results = distributed.share_out(list(enumerate(candidates, 1)), train)  # side by side with several processes
+    entries = [
+        {**_entry(record, result), **({"baseline": run.space.baseline_name} if record is baseline else {})}
+        for record, result in zip(candidates, results)
+    ]
     summary = _summary(entries, schedule_scale, run.config.search.on)
     if distributed.is_main():
         write_json(strict_json(summary), run.layout.rank_check_result)
