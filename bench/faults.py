@@ -19,6 +19,14 @@ Every file of every finished faulted run is then compared with the reference:
 
 A temporary file of a killed write must not survive either. Prints one table and exits 1 on any difference;
 everything it writes is in ``--out`` (deleted first), with ``faults.json`` the kills and the verdict.
+
+A lost worker: ``--procs 2 --kill-rank 1`` runs every command as 2 processes (``--threads 1``) under
+nasengine's launcher with restarts, and kills only rank 1 (SIGKILL, found by its ``RANK``), up to
+``KILLS_PER_RUN`` times during one command: the launcher must restart the group each time and the command
+finish by itself, within ``HANG_FACTOR`` times the reference's time (else it hung: a failure), to files
+identical to an uninterrupted run of the same layout.
+
+    python -m bench.faults --procs 2 --kill-rank 1 --kills 12
 """
 
 from __future__ import annotations
@@ -44,8 +52,56 @@ RUN_FOLDER = "run"  # every run's folder name: the report names its run
 KILLS_PER_RUN = 6  # then the run finishes and a fresh one starts, so early phases are interrupted again
 
 
-def command(preset: str, seed: int, out: Path) -> list[str]:
-    return [*nasengine_command(), "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet"]
+HANG_FACTOR = 4  # a command with lost ranks may take this many times the reference's time, plus restarts
+RESTART_SECONDS = 60  # what each restart may add (the processes' start and the rendezvous)
+
+
+def command(preset: str, seed: int, out: Path, procs: int = 1) -> list[str]:
+    layout = ["--procs", str(procs), "--threads", "1", "--max-restarts", str(KILLS_PER_RUN)] if procs > 1 else []
+    return [*nasengine_command(), "run", "--preset", preset, "--seed", str(seed), "--out", str(out), "--quiet", *layout]
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    """The process of ``rank`` among the launcher's children (its environment carries ``RANK``), or None."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / "environ").read_bytes().split(b"\0") if parent == launcher else []
+        except (OSError, ValueError, IndexError):
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def run_losing_rank(
+    arguments: list[str], delays: Sequence[float], rank: int, limit: float, log: IO[str]
+) -> tuple[int, bool]:
+    """Start the command and SIGKILL its ``rank`` at each of ``delays`` (seconds from the start) while it runs;
+    it must then finish by itself within ``limit`` seconds. Returns (kills landed, hung)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(arguments, stdout=log, stderr=log, start_new_session=True)
+    landed = 0
+    for delay in sorted(delays):
+        try:
+            process.wait(timeout=max(0.0, started + delay - time.perf_counter()))
+            break  # finished before this kill
+        except subprocess.TimeoutExpired:
+            pid = rank_pid(process.pid, rank)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                landed += 1
+    try:
+        process.wait(timeout=max(1.0, started + limit - time.perf_counter()))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return landed, True
+    if process.returncode != 0:
+        raise SystemExit(f"the run failed with exit code {process.returncode}; see {log.name}")
+    return landed, False
 
 
 def phase_in_progress(out: Path) -> str:
@@ -88,26 +144,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=24, help="kills to land in all (at least 20 for the claim)")
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (the kill delays use seed 1234)")
+    parser.add_argument("--procs", type=int, default=1, help="processes of every run (1 thread each when > 1)")
+    parser.add_argument("--kill-rank", type=int, default=None, help="kill only this rank (needs --procs > 1)")
     add_out_argument(parser, "faults", default=Path("runs/faults"))
     args = parser.parse_args(argv)
+    if args.kill_rank is not None and not 0 <= args.kill_rank < args.procs:
+        parser.error(f"--kill-rank must name one of the {args.procs} ranks (0 to {args.procs - 1})")
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     with open(args.out / "runs.log", "w") as log:
         reference = args.out / "reference" / RUN_FOLDER
-        _, reference_seconds = run_once(command(args.preset, args.seed, reference), None, log)
+        _, reference_seconds = run_once(command(args.preset, args.seed, reference, args.procs), None, log)
         print(f"reference run: {reference_seconds:.1f} s")
         rng = np.random.default_rng(1234)
         kills: list[tuple[int, float, str]] = []
         rounds: list[Path] = []
-        while len(kills) < args.kills:
+        hangs = 0
+        while args.kill_rank is not None and len(kills) < args.kills:
+            out = args.out / f"faulted-{len(rounds)}" / RUN_FOLDER
+            rounds.append(out)
+            wanted = min(KILLS_PER_RUN, args.kills - len(kills))
+            delays = sorted(float(d) for d in rng.uniform(1.0, max(2.0, 0.8 * reference_seconds), wanted))
+            limit = HANG_FACTOR * reference_seconds + RESTART_SECONDS * wanted
+            landed, hung = run_losing_rank(
+                command(args.preset, args.seed, out, args.procs), delays, args.kill_rank, limit, log
+            )
+            hangs += hung
+            kills += [(len(rounds) - 1, delay, f"rank {args.kill_rank}") for delay in delays[:landed]]
+            verdict = f"HUNG (no end within {limit:.0f} s)" if hung else "finished by itself"
+            print(f"round {len(rounds) - 1}: rank {args.kill_rank} killed {landed} time(s), {verdict}", flush=True)
+            if hung:
+                run_once(command(args.preset, args.seed, out, args.procs), None, log)  # finish it to compare
+        while args.kill_rank is None and len(kills) < args.kills:
             out = args.out / f"faulted-{len(rounds)}" / RUN_FOLDER
             rounds.append(out)
             completed = False  # a start ran to its end (files alone cannot say: a kill may hit the report)
             for _ in range(min(KILLS_PER_RUN, args.kills - len(kills))):
                 # delays up to 60 % of the reference time: start-up, then any phase the run has reached
                 delay = float(rng.uniform(1.0, max(2.0, 0.6 * reference_seconds)))
-                killed, _ = run_once(command(args.preset, args.seed, out), delay, log)
+                killed, _ = run_once(command(args.preset, args.seed, out, args.procs), delay, log)
                 if not killed:
                     completed = True
                     break
@@ -117,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
             if not completed:
-                run_once(command(args.preset, args.seed, out), None, log)  # resume to the end, no more kills
+                run_once(command(args.preset, args.seed, out, args.procs), None, log)  # resume to the end
     print()
     differences = 0
     for out in rounds:
@@ -137,15 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{len(kills)} kills over {len(rounds)} run(s); interrupted phases: "
         + ", ".join(f"{phase} {count}" for phase, count in phases.items())
     )
+    if hangs:
+        print(f"{hangs} command(s) HUNG after a lost rank")
     print(
         "RESULT: every file identical (wall-clock fields aside)"
-        if not differences
-        else f"RESULT: {differences} difference(s)"
+        if not differences and not hangs
+        else f"RESULT: {differences} difference(s), {hangs} hang(s)"
     )
     write_json(
-        {"kills": kills, "differences": differences, "reference_seconds": reference_seconds}, args.out / "faults.json"
+        {"kills": kills, "differences": differences, "hangs": hangs, "reference_seconds": reference_seconds},
+        args.out / "faults.json",
     )
-    return 1 if differences else 0
+    return 1 if differences or hangs else 0
 
 
 if __name__ == "__main__":

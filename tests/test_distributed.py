@@ -94,3 +94,40 @@ def test_ddp_training_and_search_on_gloo(tmp_path):
     history = (tmp_path / "search" / "history.jsonl").read_text().splitlines()
     assert len(history) == 3  # every candidate once, written by rank 0 only
     assert len({tuple(json.loads(line)["arch"]) for line in history}) == 3
+
+
+def _share_worker(rank: int, port: int, world: int, count: int, out: str) -> None:
+    from nasengine.protocol import distributed
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    distributed._waiting = dist.new_group(backend="gloo")
+    try:
+
+        def work(item: int) -> dict:
+            distributed.barrier()  # the item's group only: a barrier of the whole world would deadlock
+            return {
+                "item": item,
+                "by": dist.get_rank(),
+                "group_size": distributed.world_size(),
+                "group_rank": distributed.rank(),
+                "main": distributed.is_main(),
+            }
+
+        results = distributed.share_out(list(range(count)), work)
+        assert distributed.world_size() == world  # the whole world again
+        with open(f"{out}/rank{rank}.json", "w") as handle:
+            json.dump(results, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("world", "count"), [(2, 3), (4, 2)])
+def test_share_out_trains_items_side_by_side_and_every_rank_gets_every_result(tmp_path, world, count):
+    mp.spawn(_share_worker, args=(_free_port(), world, count, str(tmp_path)), nprocs=world, join=True)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+    assert all(result == results[0] for result in results)  # every rank, every result, in item order
+    assert [r["item"] for r in results[0]] == list(range(count))
+    size = world // min(world, count)
+    for index, result in enumerate(results[0]):
+        assert result["group_size"] == size and result["group_rank"] == 0 and result["main"]
+        assert result["by"] == (index % min(world, count)) * size  # items round-robin over the groups

@@ -1,5 +1,8 @@
 """Path-wise supernet training: uniform sampling, untouched inactive paths, exact resume, BN recalibration."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -100,7 +103,10 @@ def _positions(arch):
             index += 1
 
 
-def test_resumed_training_equals_uninterrupted(space, task, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_resumed_training_equals_uninterrupted(space, task, tmp_path, precision):
+    losses = []
+
     def run(directory, stop_at=None):
         torch.manual_seed(0)
         supernet = space.build_supernet()
@@ -123,10 +129,26 @@ def test_resumed_training_equals_uninterrupted(space, task, tmp_path):
             description="test",
             paths=paths,
             activate=supernet.activate,
+            precision=precision,
         )
+        losses.extend(json.loads(line)["loss"] for line in (directory / "log.jsonl").read_text().splitlines())
         return model.state_dict()
 
     assert_resume_matches(run, tmp_path, stop_at=3, iterations=4)
+    assert losses and all(math.isfinite(loss) for loss in losses)
+    scaler = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True).get("grad_scaler")
+    assert (scaler is not None) == (precision == "fp16")  # fp16's loss scale resumes with the weights
+
+
+def test_mixed_precision_trains_under_autocast_and_fp32_stays_exact():
+    from nasengine.protocol.precision import Mixed, resolve
+
+    layer = torch.nn.Linear(4, 4)
+    with Mixed("bf16", torch.device("cpu")).autocast():
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with Mixed("fp32", torch.device("cpu")).autocast():
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
+    assert resolve("auto", torch.device("cpu")) == "fp32" and resolve("bf16", torch.device("cpu")) == "bf16"
 
 
 def test_bn_recalibration_reproduces_standalone_statistics(space, task):
