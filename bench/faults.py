@@ -77,13 +77,14 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 
 
 def run_losing_rank(
-    arguments: list[str], delays: Sequence[float], rank: int, limit: float, log: IO[str]
-) -> tuple[int, bool]:
-    """Start the command and SIGKILL its ``rank`` at each of ``delays`` (seconds from the start) while it runs;
-    it must then finish by itself within ``limit`` seconds. Returns (kills landed, hung)."""
+    arguments: list[str], out: Path, delays: Sequence[float], rank: int, limit: float, log: IO[str]
+) -> tuple[list[str], bool]:
+    """Start the command (a run into ``out``) and SIGKILL its ``rank`` at each of ``delays`` (seconds from the
+    start) while it runs; it must then finish by itself within ``limit`` seconds. Returns (the phase each
+    kill interrupted, hung)."""
     started = time.perf_counter()
     process = subprocess.Popen(arguments, stdout=log, stderr=log, start_new_session=True)
-    landed = 0
+    landed: list[str] = []
     for delay in sorted(delays):
         try:
             process.wait(timeout=max(0.0, started + delay - time.perf_counter()))
@@ -92,7 +93,7 @@ def run_losing_rank(
             pid = rank_pid(process.pid, rank)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-                landed += 1
+                landed.append(phase_in_progress(out))
     try:
         process.wait(timeout=max(1.0, started + limit - time.perf_counter()))
     except subprocess.TimeoutExpired:
@@ -168,12 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             delays = sorted(float(d) for d in rng.uniform(1.0, max(2.0, 0.8 * reference_seconds), wanted))
             limit = HANG_FACTOR * reference_seconds + RESTART_SECONDS * wanted
             landed, hung = run_losing_rank(
-                command(args.preset, args.seed, out, args.procs), delays, args.kill_rank, limit, log
+                command(args.preset, args.seed, out, args.procs), out, delays, args.kill_rank, limit, log
             )
             hangs += hung
-            kills += [(len(rounds) - 1, delay, f"rank {args.kill_rank}") for delay in delays[:landed]]
+            kills += [(len(rounds) - 1, delay, phase) for delay, phase in zip(delays, landed)]
             verdict = f"HUNG (no end within {limit:.0f} s)" if hung else "finished by itself"
-            print(f"round {len(rounds) - 1}: rank {args.kill_rank} killed {landed} time(s), {verdict}", flush=True)
+            print(
+                f"round {len(rounds) - 1}: rank {args.kill_rank} killed {len(landed)} time(s) (during "
+                f"{', '.join(landed) or '-'}), {verdict}",
+                flush=True,
+            )
             if hung:
                 run_once(command(args.preset, args.seed, out, args.procs), None, log)  # finish it to compare
         while args.kill_rank is None and len(kills) < args.kills:

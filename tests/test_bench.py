@@ -266,7 +266,7 @@ def test_faults_kills_a_run_and_compares_every_file(tmp_path, capsys):
 def test_faults_kills_one_rank_of_two_and_the_restarted_group_ends_identical(tmp_path, capsys):
     status = faults.main(["--procs", "2", "--kill-rank", "1", "--kills", "2", "--out", str(tmp_path / "faults")])
     printed = capsys.readouterr().out
-    assert re.search(r"^round 0: rank 1 killed \d time\(s\), finished by itself$", printed, re.MULTILINE), printed
+    assert re.search(r"^round 0: rank 1 killed \d time\(s\) \(during .+\), finished by itself$", printed, re.MULTILINE), printed
     assert "faulted-0: " in printed and "identical to the uninterrupted run" in printed and "HUNG" not in printed
     result = read_json(tmp_path / "faults" / "faults.json")
     assert status == 0 and result["differences"] == 0 and result["hangs"] == 0 and result["kills"]

@@ -91,13 +91,31 @@ def setup() -> torch.device:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         with _deadline(float(os.environ.get(INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT))):
-            dist.init_process_group(backend=backend)
+            _init_process_group(backend)
             _waiting = dist.new_group(backend="gloo", timeout=WAIT)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def _init_process_group(backend: str) -> None:
+    """``init_process_group`` from the launcher's environment, its keys apart for each restart.
+
+    An elastic launcher (``torchrun``, ``nasengine --procs``) keeps one store across the restarts of its ranks,
+    and the process group's keys (each rank's address, the start-up barrier's counters) carry no restart
+    number: a restarted rank could read a dead rank's address (seen: "Gloo connectFullMesh failed ...
+    Connection refused", every restart after) or count a dead one at the barrier (seen: ranks waiting in
+    ``init_process_group`` for 31 minutes). Each restart's group therefore lives under its own prefix.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:  # launched otherwise (a test's mp.spawn, SLURM's srun with env://)
+        dist.init_process_group(backend=backend)
+        return
+    store, rank_, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"nasengine/restart-{attempt}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world)
 
 
 @contextlib.contextmanager
