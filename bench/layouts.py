@@ -12,7 +12,7 @@ engine's one flat all-reduce (:func:`nasengine.protocol.distributed.average_grad
 - one process under bf16 autocast (the engine's ``precision = "bf16"``).
 
 Each layout runs in fresh processes, one layout at a time; the figure is the median of ``--steps`` steps
-after 5 warm-up steps (per rank: the slowest rank's median). It writes nothing.
+after 15 warm-up steps (per rank: the slowest rank's median). It writes nothing.
 
     python -m bench.layouts [--steps 25] [--procs 2]
 """
@@ -38,7 +38,7 @@ from nasengine.protocol import distributed
 from nasengine.protocol.path_sampling import uniform_path
 from nasengine.protocol.precision import Mixed
 
-WARMUP = 5
+WARMUP = 15  # a supernet's blocks used for the first time cost 18–40% more (page faults): every choice used first
 
 
 def _free_port() -> int:
@@ -47,7 +47,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world: int, threads: int, mode: str, precision: str, steps: int, port: int, out) -> None:
+def _worker(
+    rank: int, world: int, threads: int, mode: str, precision: str, batch: int, steps: int, port: int, out
+) -> None:
     """Time ``steps`` training steps in this process; put ``(rank, median seconds)`` on ``out``."""
     torch.set_num_threads(threads)
     if mode in ("parallel", "ddp"):
@@ -59,7 +61,7 @@ def _worker(rank: int, world: int, threads: int, mode: str, precision: str, step
     stepped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if mode == "ddp" else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     mixed = Mixed(precision, torch.device("cpu"))
-    batches = list(islice(cycle(task.loader("train", train=True, batch_size=8)), WARMUP + steps))
+    batches = list(islice(cycle(task.loader("train", train=True, batch_size=batch)), WARMUP + steps))
     times = []
     model.train()
     for index, batch in enumerate(batches):
@@ -78,38 +80,45 @@ def _worker(rank: int, world: int, threads: int, mode: str, precision: str, step
         dist.destroy_process_group()
 
 
-def measure(procs: int, threads: int, mode: str, precision: str, steps: int) -> list[float]:
+def measure(procs: int, threads: int, mode: str, precision: str, batch: int, steps: int) -> list[float]:
     """Median seconds per step of each of ``procs`` processes of one layout."""
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     port = _free_port()
     workers = [
-        context.Process(target=_worker, args=(rank, procs, threads, mode, precision, steps, port, queue))
+        context.Process(
+            target=_worker,
+            args=(rank, procs, threads, mode, precision, batch, steps, port, queue),
+        )
         for rank in range(procs)
     ]
     for worker in workers:
         worker.start()
-    results = dict(queue.get() for _ in workers)
     for worker in workers:
-        worker.join()
+        worker.join()  # the results are a few bytes: they wait in the queue's pipe
+    failed = [rank for rank, worker in enumerate(workers) if worker.exitcode != 0]
+    if failed:
+        raise SystemExit(f"the measuring process of rank {failed[0]} failed (exit code {workers[failed[0]].exitcode})")
+    results = dict(queue.get() for _ in workers)
     return [results[rank] for rank in range(procs)]
 
 
-def layouts(procs: int, cores: int) -> list[tuple[str, int, int, str, str]]:
-    """``(label, processes, threads, mode, precision)`` of every layout measured."""
+def layouts(procs: int, cores: int) -> list[tuple[str, int, int, str, str, int]]:
+    """``(label, processes, threads, mode, precision, batch per process)`` of every layout measured."""
     return [
-        (f"one process, {cores} threads", 1, cores, "alone", "fp32"),
-        ("one process, 1 thread", 1, 1, "alone", "fp32"),
-        (f"{procs} processes side by side, 1 thread each", procs, 1, "alone", "fp32"),
-        (f"{procs} data-parallel ranks, 1 thread each (flat all-reduce)", procs, 1, "parallel", "fp32"),
-        (f"{procs} data-parallel ranks, 1 thread each (DDP wrapper)", procs, 1, "ddp", "fp32"),
-        (f"one process, {cores} threads, bf16 autocast", 1, cores, "alone", "bf16"),
+        (f"one process, {cores} threads", 1, cores, "alone", "fp32", 8),
+        ("one process, 1 thread", 1, 1, "alone", "fp32", 8),
+        (f"{procs} processes side by side, 1 thread each", procs, 1, "alone", "fp32", 8),
+        (f"{procs} data-parallel ranks, 1 thread each (flat all-reduce)", procs, 1, "parallel", "fp32", 8),
+        (f"{procs} data-parallel ranks, 1 thread each (DDP wrapper)", procs, 1, "ddp", "fp32", 8),
+        (f"{procs} data-parallel ranks, 1 thread, batch {8 // procs} each", procs, 1, "parallel", "fp32", 8 // procs),
+        (f"one process, {cores} threads, bf16 autocast", 1, cores, "alone", "bf16", 8),
     ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=25, help="timed steps per process (after 5 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=25, help="timed steps per process (after 15 warm-up steps)")
     parser.add_argument("--procs", type=int, default=2, help="processes of the multi-process layouts")
     parser.add_argument("--only", default=None, help="comma-separated row numbers to measure (1-based)")
     args = parser.parse_args(argv)
@@ -124,11 +133,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for column in ("layout", "s / step (each process)", "images / s, all processes", "vs the first row"):
         table.add_column(column, justify="left" if column == "layout" else "right")
-    for number, (label, procs, threads, mode, precision) in enumerate(rows, 1):
+    for number, (label, procs, threads, mode, precision, batch) in enumerate(rows, 1):
         if number not in wanted:
             continue
-        seconds = measure(procs, threads, mode, precision, args.steps)
-        rate = sum(8 / s for s in seconds) if mode == "alone" else 8 * procs / max(seconds)
+        seconds = measure(procs, threads, mode, precision, batch, args.steps)
+        rate = sum(batch / s for s in seconds) if mode == "alone" else batch * procs / max(seconds)
         reference = reference or rate
         table.add_row(label, ", ".join(f"{s:.3f}" for s in seconds), f"{rate:.1f}", f"{rate / reference:.2f}×")
     console = Console()

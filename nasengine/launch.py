@@ -40,11 +40,10 @@ def inside_launcher() -> bool:
 def default_procs() -> int:
     """One process per GPU; one process on a CPU machine.
 
-    On this project's 2-core CPU, data-parallel ranks do not pay: one 1-thread rank of the demo's detector
-    step takes 0.137 s with the other rank beside it and their gradients averaged, one 2-thread process 0.136
-    s (``python -m bench.layouts``), and each rank trains its own batch, so two ranks also double the work per
-    iteration. Side by side, independent networks (retraining, ``rank-check``, ``random-baseline``) do pay
-    (1.6× measured); ask for it with ``--procs``.
+    On this project's 2-core CPU two data-parallel 1-thread ranks process 1.59× the images per second of one
+    2-thread process (``python -m bench.layouts``), but each rank trains its own batch, so an iteration does
+    twice the work and a phase is no sooner done. Independent networks side by side do pay (rank-check -n 4
+    1.64× sooner, random-baseline -n 4 1.44×); ask for them with ``--procs``.
     """
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 

@@ -266,7 +266,8 @@ def test_faults_kills_a_run_and_compares_every_file(tmp_path, capsys):
 def test_faults_kills_one_rank_of_two_and_the_restarted_group_ends_identical(tmp_path, capsys):
     status = faults.main(["--procs", "2", "--kill-rank", "1", "--kills", "2", "--out", str(tmp_path / "faults")])
     printed = capsys.readouterr().out
-    assert re.search(r"^round 0: rank 1 killed \d time\(s\) \(during .+\), finished by itself$", printed, re.MULTILINE), printed
+    finished = r"^round 0: rank 1 killed \d time\(s\) \(during .+\), finished by itself$"
+    assert re.search(finished, printed, re.MULTILINE), printed
     assert "faulted-0: " in printed and "identical to the uninterrupted run" in printed and "HUNG" not in printed
     result = read_json(tmp_path / "faults" / "faults.json")
     assert status == 0 and result["differences"] == 0 and result["hangs"] == 0 and result["kills"]
@@ -291,3 +292,24 @@ def test_faults_compares_the_report_page_without_its_wall_clock_seconds():
     later = page.replace("| 1.1 |", "| 0.9 |")
     assert common.comparable_markdown(page) == common.comparable_markdown(later)
     assert common.comparable_markdown(page) != common.comparable_markdown(later.replace("4 iterations", "5 iterations"))
+
+
+@pytest.mark.slow
+def test_layouts_times_a_step_per_layout(capsys):
+    from bench import layouts
+
+    layouts.main(["--steps", "2", "--only", "1,4"])
+    printed = capsys.readouterr().out
+    assert "one process, " in printed and "2 data-parallel ranks, 1 thread each (flat" in printed
+    assert "1.00×" in printed and "side by side" not in printed  # only the rows asked for
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_the_cpu_layouts_and_checks_exactness(tmp_path, capsys):
+    from bench import gpu_check
+
+    status = gpu_check.main(["--precisions", "fp32", "--out", str(tmp_path / "gpu")])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert status == 0, printed
+    assert "procs1-fp32" in printed and "procs2-fp32" in printed and "CPU (gloo" in printed
+    assert "repeat equal" in printed and "baseline equal" in printed and "differs" not in printed
