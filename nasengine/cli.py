@@ -336,10 +336,10 @@ def _launch_options(function):
 def _launched(directory: Path, config, kw: dict[str, Any]) -> bool:
     """Start this very command as the run's ranks (then True: the caller is done) unless this process is one of
     them or the run has one process. The layout is the run's (``procs`` and ``threads`` in its config.toml)
-    or, for a new run, what was asked for or the machine's default; a conflicting one is refused here, once,
-    before any rank starts."""
+    or, for a new run, what was asked for or the machine's default; a conflicting one, and any input the run's
+    checks refuse, is one line here, before any rank starts."""
     from nasengine import launch
-    from nasengine.protocol.engine import settle_config
+    from nasengine.protocol.engine import Run, settle_config
     from nasengine.settings import config as configuration
 
     if launch.inside_launcher():
@@ -353,6 +353,7 @@ def _launched(directory: Path, config, kw: dict[str, Any]) -> bool:
     if config.threads is None:
         config.threads = saved.threads if saved is not None else launch.default_threads(config.procs // how.nodes)
     settle_config(Path(directory), config)
+    Run(directory, config).check()  # bad input is one line here, not one per rank after the launch
     launch.launch(sys.argv[1:], config.procs, config.threads, how)
     return True
 
@@ -641,6 +642,7 @@ def show(run_dir: str, top: int) -> None:
         raise NasEngineError(f"{directory} is not a run directory (no config.toml)")
     verify_run(directory)
     summary = collect(directory)
+    print_(_layout_line(directory))
     phases = Table(title="phases", title_justify="left")
     phases.add_column("phase")
     phases.add_column("status")
@@ -677,6 +679,22 @@ def show(run_dir: str, top: int) -> None:
 
         check = summary["rank_check"]
         print_(f"rank check (schedules x{check['schedule_scale']:g}): {rank_agreement_line(check)}")
+
+
+def _layout_line(directory: Path) -> str:
+    """``layout: 2 processes x 1 torch thread, fp32 training`` from a run's config.toml (what a run of an earlier
+    nasengine did not record is said so)."""
+    from nasengine.settings import config as configuration
+
+    config = configuration.load(RunLayout(directory).config)
+    procs = f"{config.procs} process{'es' if config.procs != 1 else ''}" if config.procs else "processes not recorded"
+    threads = (
+        f"{config.threads} torch thread{'s' if config.threads != 1 else ''}"
+        if config.threads
+        else "threads not recorded"
+    )
+    precision = "fp32" if config.precision == "auto" else config.precision
+    return f"layout: {procs} x {threads}, {precision} training"
 
 
 @cli.command("export")

@@ -73,6 +73,8 @@ def test_show_lists_phases_and_candidates(smoke_run):
     output = invoke("show", out).output
     assert "search" in output and "done" in output
     assert "best 8 of 8 candidates" in output
+    threads = torch.get_num_threads()
+    assert f"layout: 1 process x {threads} torch thread{'s' if threads > 1 else ''}, fp32 training" in output
     generations = {record["generation"] for record in read_history(out / "search" / "history.jsonl")}
     assert generations == {0, 1} and "generation (1 = first)" in output  # counted from 1, as in the report
     rows = [line for line in output.splitlines() if re.match(r"\W*\d+\W+[0-3]", line)]

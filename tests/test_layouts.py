@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,14 @@ def test_a_run_is_continued_only_in_the_layout_it_began_with(smoke_run, smoke_ru
     run.config.procs = 2  # as if config.toml said 2 and this were one process (torchrun with another count)
     with pytest.raises(NasEngineError, match=r"was run by 2 process\(es\) and this is 1.*nasengine run --out"):
         run.start()
+
+
+def test_bad_input_is_refused_once_before_any_rank_starts(tmp_path):
+    result = CliRunner().invoke(
+        cli, [*SMOKE, "--procs", "2", "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "missing")]
+    )
+    assert result.exit_code != 0 and "missing" in str(result.exception)
+    assert "launching" not in result.output and not (tmp_path / "run").exists()
 
 
 def test_a_cluster_needs_a_rendezvous_and_whole_nodes(tmp_path):
@@ -109,3 +118,36 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_search_as_one_node(two_process_
     assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
     assert any("launching 2 processes on 2 nodes" in output for output in outputs)
     assert compare(two_process_run, out) == []
+
+
+def test_a_rank_that_cannot_join_its_group_says_so_and_exits_instead_of_waiting():
+    env = {
+        **os.environ,
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),  # nobody serves it: rank 0 never came
+        "NASENGINE_INIT_TIMEOUT": "3",
+    }
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", "from nasengine.protocol import distributed; distributed.setup()"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 3 and time.perf_counter() - started < 60
+    assert "error: rank 1 could not join the process group within 3 s" in result.stderr
+    assert "127.0.0.1:" in result.stderr and "NASENGINE_INIT_TIMEOUT" in result.stderr
+
+
+def test_the_default_precision_is_the_devices_fastest(monkeypatch):
+    from nasengine.protocol.precision import resolve
+
+    assert resolve("auto", torch.device("cpu")) == "fp32"
+    for supported, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert resolve("auto", torch.device("cuda", 0)) == expected
+    assert resolve("fp32", torch.device("cuda", 0)) == "fp32"  # asked for: kept
