@@ -165,9 +165,9 @@ def share_out(items: Sequence[T], work: Callable[[T], R]) -> list[R]:
     ``min(len(items), ranks)`` equal groups, group ``g`` does items ``g, g + groups, ...`` (ranks left over
     wait), and every rank returns every result in item order (results must be picklable).
 
-    Inside ``work`` the group is the current group, so ``rank()``, ``barrier()``, DDP and the files written
-    are the group's; with as many items as ranks each item runs on one rank, exactly as in a single
-    process with the same threads.
+    Inside ``work`` the group is the current group, so ``rank()``, ``barrier()``, the gradient reduction and
+    the files written are the group's; with as many items as ranks each item runs on one rank, exactly as
+    in a single process with the same threads.
     """
     ranks = world_size()
     if not is_distributed() or len(items) <= 1:

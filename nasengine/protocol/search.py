@@ -3,7 +3,7 @@
 For each candidate the supernet's path is activated, its BatchNorm statistics recomputed on the
 ``calib`` split and the task's metrics computed on the ``search`` split. Candidates are evaluated at
 most once (the history is the cache), and a resumed search replays the history through a fresh
-strategy with the same seed, reproducing the same sequence of proposals. Under DDP the candidates of
+strategy with the same seed, reproducing the same sequence of proposals. With several ranks the candidates of
 each round are shared out across ranks and their results gathered, so every rank tells the strategy
 the same scores.
 

@@ -7,7 +7,7 @@ lock file left by a killed run is simply taken over; the file itself is never de
 would let two processes lock two different files of the same name).
 
 Locks are re-entrant within a process: acquiring the lock of a directory this process already holds
-only counts, and the ``flock`` is released when the count returns to zero. Under DDP only rank 0
+only counts, and the ``flock`` is released when the count returns to zero. With several ranks only rank 0
 needs to hold it.
 """
 
