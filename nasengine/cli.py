@@ -307,9 +307,10 @@ def _run_options(function):
         space_option,
         task_option,
     ]
+    function = _launch_options(function)  # listed after --procs and --threads
     for option in reversed(options):
         function = option(function)
-    return _launch_options(function)
+    return function
 
 
 def _launch_options(function):
