@@ -26,7 +26,8 @@ from rich.table import Table
 
 from nasengine import registry
 from nasengine.protocol.bn_calibration import recalibrate_bn
-from nasengine.protocol.search import evaluate_candidate, flops_constraint
+from nasengine.protocol.limits import input_size, run_limits
+from nasengine.protocol.search import evaluate_candidate
 from nasengine.rundir.history import read_history
 from nasengine.rundir.layout import RunLayout
 from nasengine.settings import config as configuration
@@ -52,11 +53,12 @@ def measure_fresh(preset: str = "demo", candidates: int = 4) -> tuple[list[dict]
     task = registry.create("task", config.task, **config.task_options)
     supernet = space.build_supernet()
     model = task.build_model(supernet, space.out_channels).to(memory_format=torch.channels_last)
+    legal = run_limits(space, config.search, input_size=input_size(task, config.search)).legal
     strategy = registry.create(
         "strategy",
         "random",
         choices=space.choices,
-        constraint=flops_constraint(space, config.search),
+        constraint=legal,
         seed=0,
         population=candidates,
         generations=1,
@@ -68,7 +70,7 @@ def measure_fresh(preset: str = "demo", candidates: int = 4) -> tuple[list[dict]
         "strategy",
         "random",
         choices=space.choices,
-        constraint=flops_constraint(space, config.search),
+        constraint=legal,
         seed=1,
         population=candidates,
         generations=1,

@@ -271,6 +271,18 @@ def _run_options(function):
             help="Max backbone MACs at 224px [default: the space's default_flops_max].",
         ),
         click.option("--flops-min", type=float, default=None, help="Min backbone MACs at 224px [default: 0]."),
+        click.option(
+            "--latency-max",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Max backbone latency in ms (search.constraints.latency.max), beside the FLOPs limit.",
+        ),
+        click.option(
+            "--latency-table",
+            type=click.Path(),
+            default=None,
+            help="Latency table measured on another device ('nasengine latency build') [default: measured here].",
+        ),
         click.option("--preset", default=None, help=_presets_help()),
         click.option(
             "--config", "config_file", default=None, type=click.Path(), help="TOML file with any config values."
@@ -377,6 +389,14 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     ):
         if value is not None:
             search[key] = value
+    latency = {"max": kw.get("latency_max"), "table": kw.get("latency_table")}
+    if any(value is not None for value in latency.values()):
+        constraints = search.setdefault("constraints", {})
+        if not isinstance(constraints, dict) or not isinstance(constraints.setdefault("latency", {}), dict):
+            raise NasEngineError(
+                "search.constraints.latency must be a table (e.g. --set search.constraints.latency.max=12)"
+            )
+        constraints["latency"].update({k: v for k, v in latency.items() if v is not None})
     if kw.get("no_pretrain"):
         overrides["pretrain"] = False
     if kw.get("space_options"):
@@ -644,6 +664,7 @@ def show(run_dir: str, top: int) -> None:
     verify_run(directory)
     summary = collect(directory)
     print_(_layout_line(directory))
+    print_(_limits_line(directory))
     phases = Table(title="phases", title_justify="left")
     phases.add_column("phase")
     phases.add_column("status")
@@ -658,13 +679,15 @@ def show(run_dir: str, top: int) -> None:
     history = sorted(read_history(layout.history()), key=lambda r: -r["score"])
     if history:
         table = Table(title=f"best {min(top, len(history))} of {len(history)} candidates", title_justify="left")
-        for column in ("rank", "architecture", "FLOPs", "score", "generation (1 = first)"):
+        others = [name for name in history[0].get("costs", {}) if name != "flops"]
+        for column in ("rank", "architecture", "FLOPs", *others, "score", "generation (1 = first)"):
             table.add_column(column)
         for index, record in enumerate(history[:top], 1):
             table.add_row(
                 str(index),
                 compact_arch(record["arch"]),
                 f"{record['flops']:,}",
+                *(f"{record['costs'][name]:.4g}" for name in others),
                 f"{record['score']:.4f}",
                 generation_label(record),
             )
@@ -682,6 +705,25 @@ def show(run_dir: str, top: int) -> None:
         print_(f"rank check (schedules x{check['schedule_scale']:g}): {rank_agreement_line(check)}")
 
 
+def _limits_line(directory: Path) -> str:
+    """``limits: flops ≤ 300.0 M MACs (image_size 224); latency ≤ 12.00 ms (batch 1)`` from a run's config.toml."""
+    from nasengine.protocol.limits import configured_limits
+    from nasengine.settings import config as configuration
+
+    texts = []
+    for name, bounds in configured_limits(configuration.load(RunLayout(directory).config).search).items():
+        try:
+            format_value = registry.create("constraint", name, **bounds["options"]).format
+        except NasEngineError:  # its plugin is gone: plain numbers
+            format_value = "{:g}".format
+        text = f"{name} ≤ {format_value(bounds['max'])}" if bounds["max"] != float("inf") else f"{name} unlimited"
+        if bounds["min"]:
+            text += f", ≥ {format_value(bounds['min'])}"
+        options = ", ".join(f"{k} {v}" for k, v in bounds["options"].items() if v is not None)
+        texts.append(text + (f" ({options})" if options else ""))
+    return "limits: " + "; ".join(texts)
+
+
 def _layout_line(directory: Path) -> str:
     """``layout: 2 processes x 1 torch thread, fp32 training`` from a run's config.toml (what a run of an earlier
     nasengine did not record is said so)."""
@@ -696,6 +738,54 @@ def _layout_line(directory: Path) -> str:
     )
     precision = "fp32" if config.precision == "auto" else config.precision
     return f"layout: {procs} x {threads}, {precision} training"
+
+
+@cli.group()
+def latency() -> None:
+    """Latency tables: every choice at every position of a space, timed on this machine."""
+
+
+@latency.command("build")
+@click.option("--space", "space_name", required=True, help="Search space name (see 'nasengine list').")
+@space_option
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=32),
+    required=True,
+    help="Side of the square images the backbone gets (a detection task's min_size; 64 in the demo).",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA if present), cpu, cuda or cuda:N.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Torch threads [default: this process's count]."
+)
+@click.option("--out", "out_file", required=True, type=click.Path(), help="The table file to write (JSON).")
+def latency_build(
+    space_name: str,
+    space_options: tuple[str, ...],
+    image_size: int,
+    batch: int,
+    device: str,
+    threads: int | None,
+    out_file: str,
+) -> None:
+    """Measure a latency table on this machine and write it to --out, for searches run elsewhere
+    (--latency-table FILE, or search.constraints.latency.table)."""
+    from nasengine.latency import latency_table, resolve_device, torch_threads
+    from nasengine.rundir.records import write_json
+
+    space = _space(space_name, space_options)
+    with torch_threads(threads):
+        table = latency_table(space, image_size, batch=batch, device=resolve_device(device), quiet=True)
+    out = Path(out_file)
+    if out.is_dir():
+        raise NasEngineError(f"--out {out} is a folder; give the table's file name, e.g. {out / 'latency.json'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(table.to_json(), out)
+    low, high = table.latency_range()
+    print_(f"latency table: {table.describe()}")
+    print_(f"the space spans {low:.2f} to {high:.2f} ms (whole-network overhead {table.overhead_ms:+.2f} ms)")
+    print_(f"written to {out}; search under it with --latency-table {out} --latency-max MS")
 
 
 @cli.command("export")

@@ -21,6 +21,7 @@ A format that fails for a detector is reported in one line with the formats that
 from __future__ import annotations
 
 import importlib
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from torch import nn
 from nasengine import console
 from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
+from nasengine.protocol.limits import configured_limits
 from nasengine.rundir.lock import hold_run_lock
 from nasengine.rundir.manifest import verify_run
 from nasengine.rundir.records import write_json
@@ -175,6 +177,12 @@ def export_description(retrained: Retrained, what: str, example: torch.Tensor) -
         "flops": retrained.result.get("flops"),
         "flops_image_size": run.config.search.flops_image_size,
         "params": retrained.result.get("params"),
+        "costs": retrained.result.get("costs", {}),
+        "measured": retrained.result.get("measured", {}),
+        "limits": {
+            name: {**bounds, "max": bounds["max"] if math.isfinite(bounds["max"]) else None}
+            for name, bounds in configured_limits(run.config.search).items()
+        },
         "exported_params": sum(p.numel() for p in model.parameters()),
         "test": retrained.result.get("test", {}),
         "torch": torch.__version__,

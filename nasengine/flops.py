@@ -152,6 +152,13 @@ class CostTable:
             self.fixed.flops + sum(max(row) for row in self.flops),
         )
 
+    def params_range(self) -> tuple[int, int]:
+        """Fewest and most parameters of any architecture."""
+        return (
+            self.fixed.params + sum(min(row) for row in self.params),
+            self.fixed.params + sum(max(row) for row in self.params),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "fixed": {"flops": self.fixed.flops, "params": self.fixed.params},
@@ -372,3 +379,13 @@ def flops_range(space: Space, image_size: int = 224) -> tuple[int, int]:
             "implement Space.cost_parts (per-choice modules with their input shapes) to get it"
         )
     return cost_table(space, image_size).flops_range()
+
+
+def params_range(space: Space) -> tuple[int, int]:
+    """``(min, max)`` parameters over every architecture of the space."""
+    if not implements(space, "cost_parts"):
+        raise NasEngineError(
+            f"space {space.name!r} does not implement cost_parts, so its parameter range is unknown; "
+            "implement Space.cost_parts (per-choice modules with their input shapes) to get it"
+        )
+    return cost_table(space, 224).params_range()

@@ -1,4 +1,4 @@
-"""The contract between the engine and its plugins: ``Space``, ``Task`` and ``Strategy``.
+"""The contract between the engine and its plugins: ``Space``, ``Task``, ``Strategy`` and ``Constraint``.
 
 A plugin subclasses one of these and is registered under the matching entry-point group
 (``nasengine.spaces``, ``nasengine.tasks``, ``nasengine.strategies``). The engine only ever talks to
@@ -226,6 +226,9 @@ class Task(ABC):
     """Config values this task sets under a preset, over the preset's own (settings the user gives still win),
     e.g. ``{"paper": {"finetune_schedule": {"iterations": 22_500}}}``."""
     class_names: list[str]
+    input_size: int | None = None
+    """The side of the (square) images the task feeds the backbone; measured costs such as latency are taken
+    at it. None: the FLOPs image size (224)."""
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this task: ``type(task)(**task.options())`` is the same task."""
@@ -355,3 +358,57 @@ class Strategy(ABC):
     def tell(self, results: list[tuple[Arch, float]]) -> None:
         """Scores (higher is better; NaN ranks last) of candidates from the last ``ask``, in any order and
         possibly over several calls; the engine tells every candidate before asking again."""
+
+
+class Constraint(ABC):
+    """A cost of a backbone that a search limits: FLOPs, parameters, latency on a device, or your own.
+
+    The run sets limits on it (``search.constraints.<name>.max`` and ``.min``; FLOPs keep their
+    ``search.flops_max`` / ``--flops-max``) and a candidate is legal only when every constraint's ``cost`` is
+    inside its limits. Constructor keyword arguments are the constraint's options, set beside the limits
+    (``--set search.constraints.latency.batch=8``); ``options()`` returns them.
+
+    The rules (``nasengine.testing.check_constraint`` checks them all):
+
+    - ``name``, ``unit`` (shown after every value: ``"MACs"``, ``"ms"``) and ``description`` are set;
+    - ``cost(space, arch)`` is a finite number >= 0 and, within a run, a function of ``arch`` alone: the same
+      answer on every call, in every process and after a resume. A cost that is measured (a timing) is
+      measured once into a table and looked up — ``prepare`` keeps that table in the run folder it is given
+      and reads it back there, so a resumed search sees the same numbers;
+    - ``cost_range(space)``, when implemented, bounds every architecture's cost (it lets an impossible limit be
+      refused before training, with the range in the message);
+    - ``measure(space, arch, network)``, when implemented, is the real network's cost (the retrained winner is
+      measured with it, to check the prediction against the limit).
+    """
+
+    name: ClassVar[str]
+    unit: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this constraint."""
+        return {}
+
+    def prepare(self, space: Space, *, input_size: int, folder: Any = None) -> None:  # noqa: B027
+        """Called once before ``cost``: build (or read) what the costs come from. ``input_size`` is the side of
+        the square images the run's detection task feeds the backbone; ``folder`` (a ``Path``, or None
+        outside a search) is where the run keeps what this constraint measured, so a resumed search reads it
+        back instead of measuring again."""
+
+    @abstractmethod
+    def cost(self, space: Space, arch: Arch) -> float:
+        """The cost of ``space.build_network(arch)``; deterministic within a run (see the class)."""
+
+    @optional
+    def cost_range(self, space: Space) -> tuple[float, float]:
+        """The fewest and most any architecture of ``space`` costs."""
+        raise NotImplementedError(f"constraint {self.name!r} does not know its range")
+
+    @optional
+    def measure(self, space: Space, arch: Arch, network: nn.Module) -> float:
+        """The cost of ``network`` (``arch``'s standalone backbone, trained) measured on the real network."""
+        raise NotImplementedError(f"constraint {self.name!r} does not measure networks")
+
+    def format(self, value: float) -> str:
+        """``value`` for people: ``"12.3 ms"``, ``"288.1 M MACs"``."""
+        return f"{value:.4g} {self.unit}".strip()

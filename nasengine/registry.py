@@ -1,4 +1,4 @@
-"""Finds spaces, tasks and strategies through Python entry points.
+"""Finds spaces, tasks, strategies and constraints through Python entry points.
 
 Built-in plugins are registered in this project's ``pyproject.toml`` exactly as a third-party package
 registers its own, so the core never imports one by name. A plugin that fails to import is reported with
@@ -18,8 +18,9 @@ GROUPS = {
     "space": "nasengine.spaces",
     "task": "nasengine.tasks",
     "strategy": "nasengine.strategies",
+    "constraint": "nasengine.constraints",
 }
-PLURALS = {"space": "spaces", "task": "tasks", "strategy": "strategies"}
+PLURALS = {"space": "spaces", "task": "tasks", "strategy": "strategies", "constraint": "constraints"}
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _load(kind: str, ep: EntryPoint) -> Plugin:
 
 
 def plugins(kind: str) -> dict[str, Plugin]:
-    """Every plugin of ``kind`` ("space", "task" or "strategy"), importable or not, by name."""
+    """Every plugin of ``kind`` ("space", "task", "strategy" or "constraint"), importable or not, by name."""
     if kind not in GROUPS:
         raise ValueError(f"unknown plugin kind {kind!r}; expected one of {sorted(GROUPS)}")
     found: dict[str, Plugin] = {}
@@ -126,9 +127,13 @@ def check_options(kind: str, name: str, options: dict[str, Any], key: str | None
         raise NasEngineError(f"{kind} {name!r} takes no options, so not {unknown[0]!r}; remove it")
     if unknown:
         listed = ", ".join(declared)
+        where = (
+            f"search.constraints.{name}.NAME=VALUE"
+            if kind == "constraint"
+            else f"{key or OPTION_KEYS[kind]}.NAME=VALUE or options.{kind}.{name}.NAME=VALUE"
+        )
         raise NasEngineError(
-            f"{kind} {name!r} has no option {unknown[0]!r}; its options: {listed} (set them with --set "
-            f"{key or OPTION_KEYS[kind]}.NAME=VALUE or options.{kind}.{name}.NAME=VALUE)"
+            f"{kind} {name!r} has no option {unknown[0]!r}; its options: {listed} (set them with --set {where})"
         )
 
 

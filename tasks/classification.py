@@ -208,6 +208,7 @@ class FashionMnistTask(ClassificationTask):
             dropout=dropout,
         )
         self.data_root, self.image_size = data_root, image_size
+        self.input_size = image_size
 
     def options(self) -> dict[str, Any]:
         return {"data_root": self.data_root, "image_size": self.image_size, **super().options()}
@@ -279,6 +280,7 @@ class ImageNetTask(ClassificationTask):
             dropout=dropout,
         )
         self.data_root, self.image_size = data_root, image_size
+        self.input_size = image_size
 
     def options(self) -> dict[str, Any]:
         return {"data_root": self.data_root, "image_size": self.image_size, **super().options()}

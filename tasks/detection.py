@@ -106,6 +106,7 @@ class DetectionTask(Task):
         self.data_root = None if data_root is None else str(data_root)
         self.min_size = _default(min_size, "min_size", data_root)
         self.max_size = _default(max_size, "max_size", data_root)
+        self.input_size = self.min_size  # the short side; latency tables are measured on square images of it
         self.anchor_sizes = _default(anchor_sizes, "anchor_sizes", data_root)
         self.fpn_channels = _default(fpn_channels, "fpn_channels", data_root)
         self.batch_size = _default(batch_size, "batch_size", data_root)

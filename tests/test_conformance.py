@@ -29,6 +29,7 @@ from nasengine.cli import cli
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
 from nasengine.flops import CostTable, cost_of, cost_table, count_params, trace_flops
 from nasengine.interfaces import Arch, Space, Strategy, Supernet, Task
+from nasengine.protocol.limits import run_limits
 from nasengine.protocol.search import run_search
 from nasengine.settings.config import SearchConfig
 from nasengine.tasks import embedded_detection
@@ -501,7 +502,8 @@ def test_run_search_refuses_what_a_strategy_must_not_ask(asked, message, tmp_pat
     task = SimpleNamespace(loader=lambda *args, **kwargs: [])  # never reached: the asks are refused first
     search = SearchConfig(strategy="bad-hill", flops_max=300e6)
     with pytest.raises(NasEngineError) as excinfo:
-        run_search(space, task, supernet=None, model=None, search=search, out_dir=tmp_path, seed=0)
+        limits = run_limits(space, search, input_size=64)
+        run_search(space, task, supernet=None, model=None, search=search, out_dir=tmp_path, limits=limits, seed=0)
     assert message in one_line(excinfo)
     assert not (tmp_path / "history.jsonl").exists() and not (tmp_path / "best.json").exists()
 

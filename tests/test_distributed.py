@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from nasengine import registry
+from nasengine.protocol.limits import run_limits
 from nasengine.protocol.path_sampling import uniform_path
 from nasengine.protocol.search import run_search
 from nasengine.protocol.training import train
@@ -58,7 +59,8 @@ def _worker(rank: int, port: int, out: str) -> None:
         search = SearchConfig(
             strategy="random", strategy_options={"population": 3, "generations": 1}, flops_max=300e6, batch_size=16
         )
-        best = run_search(space, task, supernet, model, search, _path(out, "search"), seed=0)
+        limits = run_limits(space, search, input_size=64)
+        best = run_search(space, task, supernet, model, search, _path(out, "search"), limits=limits, seed=0)
         result = {
             "inactive_changed": inactive_changed,
             "ranks_equal": all(torch.equal(g, gathered[0]) for g in gathered),

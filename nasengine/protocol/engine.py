@@ -26,6 +26,7 @@ from nasengine.flops import cost_of
 from nasengine.interfaces import Arch, Space, Supernet, Task, implements
 from nasengine.protocol import distributed, precision, seeds
 from nasengine.protocol.distillation import distill, inherit_shared
+from nasengine.protocol.limits import Limits, input_size, run_limits
 from nasengine.protocol.path_sampling import paths_for
 from nasengine.protocol.preflight import check_run
 from nasengine.protocol.search import CandidateEvaluator, run_search
@@ -200,6 +201,17 @@ class Run:
     @property
     def search_task(self) -> Task:
         return self.pretrain_task if self.config.search.on == "classification" else self.task
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The run's limits (FLOPs and every other constraint), prepared: what a constraint measures (a latency
+        table) is kept in the search folder, where the search, a resume, the retraining and the report read it."""
+        return run_limits(
+            self.space,
+            self.config.search,
+            input_size=input_size(self.task, self.config.search),
+            folder=self.layout.folder("search"),
+        )
 
     # helpers -------------------------------------------------------------------------------------
     def done(self, phase: str) -> bool:
@@ -420,6 +432,7 @@ class Run:
                 model,
                 settings,
                 phase_dir,
+                limits=self.limits,
                 seed=self.config.seed,
                 tensorboard=self.layout.tensorboard_of(phase_dir),
             )
@@ -428,7 +441,8 @@ class Run:
             info.update(strategy=settings.strategy, strategy_options=settings.strategy_options)
         self._mark_done(phase_dir, info, [self._search_source()])
         label = "search" if strategy is None else folder
-        console.log(f"{label}: best {best['arch_text']}  score {best['score']:.4g}  FLOPs {best['flops']:,}")
+        costs = "  ".join(f"{limit.name} {limit.constraint.format(best['costs'][limit.name])}" for limit in self.limits)
+        console.log(f"{label}: best {best['arch_text']}  score {best['score']:.4g}  {costs}")
         return best
 
     def _search_source(self) -> str:
@@ -543,12 +557,30 @@ class Run:
             "arch_text": format_arch(arch),
             "flops": cost_of(self.space, arch, self.config.search.flops_image_size).flops,
             "params": cost_of(self.space, arch).params,
+            "costs": self.limits.costs(arch),
+            "measured": self._measure(arch, backbone, label),
             "test": {k: float(v) for k, v in metrics.items()},
         }
         if distributed.is_main():
             write_json(result, result_path)
         distributed.barrier()
         return result
+
+    def _measure(self, arch: Arch, backbone: nn.Module, label: str) -> dict[str, float]:
+        """The trained network's real cost under every constraint that can measure one (latency: timed on this
+        machine), beside the prediction the search used; a limit the real network breaks is said at once."""
+        measured: dict[str, float] = {}
+        for limit in self.limits:
+            if not implements(limit.constraint, "measure"):
+                continue
+            measured[limit.name] = float(limit.constraint.measure(self.space, arch, backbone))
+            if limit.name != "flops" and distributed.is_main():
+                verdict = "within" if limit.allows(measured[limit.name]) else "[red]outside[/red]"
+                console.log(
+                    f"{label}: {limit.name} measured {limit.constraint.format(measured[limit.name])} (predicted "
+                    f"{limit.constraint.format(self.limits.costs(arch)[limit.name])}): {verdict} {limit.text()}"
+                )
+        return measured
 
     def _train_standalone_phase(
         self, folder: Path, model: nn.Module, task: Task, schedule, salt: int, description: str

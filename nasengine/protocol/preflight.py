@@ -21,12 +21,15 @@ process).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Space, Task
 from nasengine.settings.config import RunConfig
+
+if TYPE_CHECKING:
+    from nasengine.protocol.limits import Limits
 
 SPACE_CHECK = {"samples": 1, "image_size": 64}
 """The cheap settings of the space check every run passes (``nasengine.testing.check_space``)."""
@@ -55,7 +58,8 @@ class Checked(Protocol):
 
 def check_run(run: Checked) -> None:
     """Raise ``NasEngineError`` for the first problem that would stop ``run`` later; return when it can run."""
-    from nasengine.protocol.search import flops_constraint
+    from nasengine.latency import torch_threads
+    from nasengine.protocol.limits import input_size, run_limits
 
     config = run.config
     uses_pretrain_task = config.pretrain or config.search.on == "classification"
@@ -73,9 +77,10 @@ def check_run(run: Checked) -> None:
         )
     space = run.space  # unknown spaces and bad space options fail here
     check_space_once(space, detection=True, flops_image_size=config.search.flops_image_size)
-    flops_constraint(space, config.search)  # the FLOPs window meets the space's range
+    with torch_threads(config.threads):  # a latency table is measured under the run's threads, as the ranks will
+        limits = run_limits(space, config.search, input_size=input_size(run.task, config.search))  # every limit met
     if config.retrain_baseline:
-        warn_if_the_baseline_is_outside(space, config)
+        warn_if_the_baseline_is_outside(space, limits)
     registry.create(
         "strategy",
         config.search.strategy,
@@ -102,22 +107,21 @@ def check_run(run: Checked) -> None:
         check_task_once(task)
 
 
-def warn_if_the_baseline_is_outside(space: Space, config: RunConfig) -> None:
-    """One warning when the baseline the winner is compared with breaks the search's FLOPs limits: the search
+def warn_if_the_baseline_is_outside(space: Space, limits: Limits) -> None:
+    """One warning when the baseline the winner is compared with breaks one of the search's limits: the search
     could not have chosen it, so the comparison is not between equals."""
     from nasengine import console
-    from nasengine.flops import cost_of
 
     baseline = space.named.get(space.baseline_name or "")
     if baseline is None:
         return
-    search = config.search
-    flops = cost_of(space, baseline, search.flops_image_size).flops
-    if not search.flops_min <= flops <= search.flops_max:  # type: ignore[operator]
+    costs = limits.costs(baseline)
+    broken = limits.broken(costs)
+    if broken:
+        what = ", ".join(f"{limit.name} {limit.constraint.format(costs[limit.name])}" for limit in broken)
         console.log(
-            f"[yellow]warning:[/yellow] the baseline {space.baseline_name} ({flops:,} FLOPs at "
-            f"{search.flops_image_size}px) is outside the search's limits [{search.flops_min:,.0f}, "
-            f"{search.flops_max:,.0f}]: the winner is compared with a network the search could not choose (set "
+            f"[yellow]warning:[/yellow] the baseline {space.baseline_name} ({what}) is outside the search's limits "
+            f"({limits.text()}): the winner is compared with a network the search could not choose (set "
             "retrain_baseline = false to train only the winner, or widen the limits)"
         )
 

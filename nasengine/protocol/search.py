@@ -8,7 +8,8 @@ each round are shared out across ranks and their results gathered, so every rank
 the same scores.
 
 What a strategy asks for is checked before anything is evaluated (``check_asked``): every architecture
-must be legal, inside the FLOPs constraint and not asked before in this search, or the search stops with
+must be legal, inside every limit of the run (``nasengine.protocol.limits``: FLOPs and any other constraint)
+and not asked before in this search, or the search stops with
 one line naming the strategy. (A resumed search's fresh strategy asks the history's architectures again,
 by design: they are replayed, not re-evaluated, so "before" means earlier in this process.)
 """
@@ -31,6 +32,7 @@ from nasengine.flops import cost_of, flops_range
 from nasengine.interfaces import Arch, Space, Supernet, Task
 from nasengine.protocol import distributed
 from nasengine.protocol.bn_calibration import recalibrate_bn
+from nasengine.protocol.limits import Limits
 from nasengine.protocol.tensorboard import Board
 from nasengine.rundir.history import History
 from nasengine.rundir.layout import BEST, HISTORY
@@ -44,29 +46,6 @@ def known_flops_range(space: Space, image_size: int) -> tuple[int, int] | None:
         return flops_range(space, image_size)
     except NasEngineError:
         return None
-
-
-def _range_text(space: Space, image_size: int) -> str:
-    known = known_flops_range(space, image_size)
-    return f"{known[0]:,} to {known[1]:,} MACs" if known else "an unknown range of MACs (no cost_parts)"
-
-
-def flops_constraint(space: Space, search: SearchConfig):
-    """``arch -> bool`` for the FLOPs window, after checking the window meets the space at all."""
-    limit_min, limit_max = search.flops_min, search.flops_max
-    known = known_flops_range(space, search.flops_image_size)
-    low, high = known if known else (limit_min, limit_max)
-    if limit_max < low or limit_min > high or limit_min > limit_max:  # type: ignore[operator]
-        raise NasEngineError(
-            f"no architecture of {space.name} fits FLOPs in [{limit_min:,.0f}, {limit_max:,.0f}]: the space spans "
-            f"{_range_text(space, search.flops_image_size)} at {search.flops_image_size}px; "
-            "choose --flops-min/--flops-max inside that range"
-        )
-
-    def legal(arch: Arch) -> bool:
-        return limit_min <= cost_of(space, arch, search.flops_image_size).flops <= limit_max  # type: ignore[operator]
-
-    return legal
 
 
 def check_asked(
@@ -181,22 +160,27 @@ def run_search(
     search: SearchConfig,
     out_dir: Path,
     *,
+    limits: Limits,
     seed: int,
     tensorboard: Path | None = None,
 ) -> dict[str, Any]:
-    """Search until the strategy is finished; writes ``history.jsonl`` and ``best.json`` in ``out_dir``, and
-    each candidate's score, FLOPs and the best score so far to TensorBoard in the folder ``tensorboard`` if given
-    (step: the candidate's line in the history)."""
-    constraint = flops_constraint(space, search)
+    """Search until the strategy is finished, every candidate inside ``limits``; writes ``history.jsonl`` and
+    ``best.json`` in ``out_dir`` (each record with its ``costs`` under every constraint), and each candidate's
+    score, costs and the best score so far to TensorBoard in the folder ``tensorboard`` if given (step: the
+    candidate's line in the history)."""
     strategy = registry.create(
-        "strategy", search.strategy, choices=space.choices, constraint=constraint, seed=seed, **search.strategy_options
+        "strategy",
+        search.strategy,
+        choices=space.choices,
+        constraint=limits.legal,
+        seed=seed,
+        **search.strategy_options,
     )
     history = History(out_dir / HISTORY)
     if len(history):
         console.log(f"search: replaying {len(history)} evaluated candidates from {out_dir / HISTORY}")
     evaluator = CandidateEvaluator.for_task(supernet, model, task, batch_size=search.batch_size, seed=seed)
     asked: list[Arch] = []
-    limits = f"the FLOPs constraint [{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
     generation = 0
     with (
         console.progress(strategy.budget or 0, f"search ({search.strategy})", log_every=1) as bar,
@@ -207,10 +191,11 @@ def run_search(
                 candidates = strategy.ask()
             except ConstraintUnsatisfiable as exc:
                 raise NasEngineError(
-                    f"{exc}; {space.name} spans {_range_text(space, search.flops_image_size)}, the limits are "
-                    f"[{search.flops_min:,.0f}, {search.flops_max:,.0f}]"
+                    f"{exc}; {space.name} spans {limits.ranges_text()}, the limits are {limits.text()}"
                 ) from None
-            candidates = check_asked(search.strategy, candidates, space.choices, constraint, set(asked), limits)
+            candidates = check_asked(
+                search.strategy, candidates, space.choices, limits.legal, set(asked), f"the limits {limits.text()}"
+            )
             pending = [arch for arch in candidates if arch not in history]
             for start in range(0, len(pending), distributed.world_size()):
                 chunk = pending[start : start + distributed.world_size()]
@@ -219,6 +204,7 @@ def run_search(
                         "arch": list(arch),
                         "flops": cost_of(space, arch, search.flops_image_size).flops,
                         "params": cost_of(space, arch).params,
+                        "costs": limits.costs(arch),
                         **result,
                         "generation": generation,
                     }
@@ -249,6 +235,7 @@ def run_search(
         "score": best["score"],
         "flops": best["flops"],
         "params": best["params"],
+        "costs": best.get("costs", {}),
         "metrics": best["metrics"],
         "candidates": len(asked),
         "strategy": search.strategy,
@@ -262,7 +249,8 @@ def _to_board(board: Board, step: int, record: dict[str, Any], best_before: dict
     """A candidate's score, FLOPs and the best score so far, on disk before its history line is: a resumed
     search starts its steps after the history's last line and so misses none."""
     best = record if best_before is None or record["score"] > best_before["score"] else best_before
-    board.scalars(step, score=record["score"], flops=record["flops"], best_score=best["score"])
+    costs = {f"cost/{name}": value for name, value in record.get("costs", {}).items() if name != "flops"}
+    board.scalars(step, score=record["score"], flops=record["flops"], best_score=best["score"], **costs)
     board.flush()
 
 

@@ -29,6 +29,7 @@ from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
 from nasengine.report.arch_figure import Layout, plot_architectures, space_layout
+from nasengine.report.constraints import collect_constraints, draw_cost_figures
 from nasengine.report.figures import (
     plot_flops_vs_score,
     plot_random_models,
@@ -77,6 +78,9 @@ def collect(directory: Path) -> dict[str, Any]:
     rank_check = layout.rank_check_result
     if rank_check.exists():  # written by `nasengine rank-check`
         summary["rank_check"] = read_json(rank_check)
+    constraints = collect_constraints(directory, configuration.load(layout.config), history, summary["retrain"])
+    if constraints:  # a run limited by more than FLOPs
+        summary["constraints"] = constraints
     comparison = search_comparison(directory)
     if comparison:  # after `nasengine search RUN_DIR --strategy random --budget-like evolution`
         summary["search_vs_random"] = comparison
@@ -199,6 +203,8 @@ def draw_figures(directory: Path, flops_max: float | None, summary: Mapping[str,
             flops_max,
             config.search.flops_image_size,
         )
+        if summary.get("constraints"):
+            figures.update(draw_cost_figures(history, summary["constraints"], out))
         searches = search_histories(directory, config)
         k = comparison_k(config.search, *map(len, searches.values()))
         figures["search_curve"] = plot_search_curve(searches, k, out / FIGURES["search_curve"])
@@ -317,24 +323,36 @@ def reference_networks(directory: Path) -> dict[str, dict[str, Any]]:
 def summary_table(directory: Path, summary: dict[str, Any]) -> Table:
     """The retrained networks side by side; architectures and all test metrics in the caption."""
     table = Table(title=f"nasengine run {directory}", title_justify="left", caption_justify="left")
-    for column in ("network", "MFLOPs", "params (M)", "search score", "test score"):
+    constraints = summary.get("constraints") or {"limits": {}, "retrained_text": {}}
+    measured = [name for name in constraints["limits"] if name != "flops"]
+    for column in ("network", "MFLOPs", "params (M)", *(f"{name} measured" for name in measured)):
         table.add_column(column, justify="left" if column == "network" else "right")
+    for column in ("search score", "test score"):
+        table.add_column(column, justify="right")
     best = summary.get("search_best")
     notes = []
     for label, result in summary.get("retrain", {}).items():
         search_score = f"{best['score']:.4f}" if label == SEARCHED and best else ""
+        texts = constraints["retrained_text"].get(label, {})
         table.add_row(
             label,
             f"{result['flops'] / 1e6:.1f}",
             f"{result['params'] / 1e6:.2f}",
+            *(texts.get(name, {}).get("measured", "") for name in measured),
             search_score,
             f"{result['test']['score']:.4f}",
         )
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items() if k != "score")
         notes.append(f"{label}: {result['arch_text']}\n  test {metrics}")
     if best and not summary.get("retrain"):
+        blank = ["" for _ in measured]
         table.add_row(
-            "best (search)", f"{best['flops'] / 1e6:.1f}", f"{best['params'] / 1e6:.2f}", f"{best['score']:.4f}", ""
+            "best (search)",
+            f"{best['flops'] / 1e6:.1f}",
+            f"{best['params'] / 1e6:.2f}",
+            *blank,
+            f"{best['score']:.4f}",
+            "",
         )
         notes.append(f"best (search): {format_arch(best['arch'])}")
     table.caption = "\n".join(notes)

@@ -129,9 +129,34 @@ def plot_flops_vs_score(
 ) -> Path:
     """Every candidate's FLOPs against its score (coloured by generation), the Pareto front (fewer FLOPs,
     higher score), the best candidate and the FLOPs constraint ``[flops_min, flops_max]``."""
+    limits = []
+    if flops_max is not None and math.isfinite(flops_max):
+        limits.append((to_mflops(flops_max), "--", f"FLOPs limit {to_mflops(flops_max):g} M"))
+    if flops_min > 0:
+        limits.append((to_mflops(flops_min), ":", f"FLOPs floor {to_mflops(flops_min):g} M"))
+    return plot_cost_vs_score(
+        history,
+        [to_mflops(r["flops"]) for r in history],
+        path,
+        "FLOPs",
+        f"backbone FLOPs (M multiply-adds at {image_size}×{image_size} px)",
+        limits,
+    )
+
+
+def plot_cost_vs_score(
+    history: Sequence[Mapping[str, Any]],
+    costs: Sequence[float],
+    path: Path,
+    name: str,
+    xlabel: str,
+    limits: Sequence[tuple[float, str, str]] = (),
+) -> Path:
+    """Every candidate's cost (``costs``, in ``history``'s order) against its score (coloured by generation), the
+    Pareto front (cheaper, higher score), the best candidate and each limit ``(x, line style, label)``."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = [to_mflops(r["flops"]) for r in history]
+    x = list(costs)
     y = [r["score"] for r in history]
     generations = [r.get("generation", 0) + 1 for r in history]  # 1-based, as on the search curve
     count = max(generations, default=1)
@@ -140,7 +165,7 @@ def plot_flops_vs_score(
     if count > 1:
         bar = fig.colorbar(points, ax=ax, label="generation")
         bar.set_ticks(range(1, count + 1, max(1, count // 10)))
-    front = sorted(pareto_front(history), key=lambda i: (x[i], y[i]))
+    front = sorted(pareto_front([{"flops": c, "score": s} for c, s in zip(x, y)]), key=lambda i: (x[i], y[i]))
     if front:
         fx, fy = [x[i] for i in front], [y[i] for i in front]
         ax.plot(fx, fy, drawstyle="steps-post", color="C3", linewidth=1.2)
@@ -149,12 +174,10 @@ def plot_flops_vs_score(
     if finite:
         best = max(finite, key=lambda i: y[i])
         ax.scatter([x[best]], [y[best]], marker="*", s=160, color="C1", edgecolors="black", zorder=3, label="best")
-    if flops_max is not None and math.isfinite(flops_max):
-        ax.axvline(to_mflops(flops_max), color="C3", linestyle="--", label=f"FLOPs limit {to_mflops(flops_max):g} M")
-    if flops_min > 0:
-        ax.axvline(to_mflops(flops_min), color="C3", linestyle=":", label=f"FLOPs floor {to_mflops(flops_min):g} M")
-    ax.set_title(f"FLOPs vs search-split {score_name(history[0]) if history else 'score'}, every candidate")
-    ax.set_xlabel(f"backbone FLOPs (M multiply-adds at {image_size}×{image_size} px)")
+    for value, style, label in limits:
+        ax.axvline(value, color="C3", linestyle=style, label=label)
+    ax.set_title(f"{name} vs search-split {score_name(history[0]) if history else 'score'}, every candidate")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"search-split {score_name(history[0]) if history else 'score'}")
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)

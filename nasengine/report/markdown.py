@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nasengine.arch import compact_arch
+from nasengine.report.constraints import constraints_section
 from nasengine.report.figures import pareto_front, score_name
 from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.history import generation_label, read_history
@@ -65,10 +66,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def figure(name: str, figures: Mapping[str, Path], title: str) -> list[str]:
+def figure(name: str, figures: Mapping[str, Path], title: str, caption: str | None = None) -> list[str]:
     if name not in figures:
         return []
-    return [f"![{title}]({figures[name].name})", "", f"*{CAPTIONS[name]}*", ""]
+    return [f"![{title}]({figures[name].name})", "", f"*{caption or CAPTIONS[name]}*", ""]
 
 
 def write_summary_md(directory: Path, summary: Mapping[str, Any], figures: Mapping[str, Path]) -> Path:
@@ -88,6 +89,7 @@ def write_summary_md(directory: Path, summary: Mapping[str, Any], figures: Mappi
         "",
     ]
     lines += found_section(summary, figures)
+    lines += constraints_section(summary, figures)
     lines += search_section(directory, summary, figures)
     lines += random_section(summary, figures)
     lines += rank_check_section(summary, figures)

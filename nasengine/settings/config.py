@@ -86,6 +86,9 @@ class SearchConfig:
     flops_min: float = 0.0
     flops_max: float | None = None  # None: the space's ``default_flops_max``
     flops_image_size: int = 224
+    # other constraints than FLOPs, by name: {"latency": {"max": 12.0, "batch": 1}} (max/min bounds, other keys
+    # the constraint's options; see nasengine.protocol.limits)
+    constraints: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16  # evaluation batch for calibration and scoring
     on: str = "detection"  # "classification" searches on the pre-training task (ClsNASNet)
 
@@ -209,6 +212,11 @@ def _options_tables(source: dict[str, Any], where: str, *, known: bool) -> dict[
     if not isinstance(tables, dict):
         raise NasEngineError(f"{where}: options must be a table of plugin kinds (e.g. {example}), not {tables!r}")
     for kind, by_name in tables.items():
+        if kind == "constraint":
+            raise NasEngineError(
+                f"{where}: a constraint's options are set beside its limit, under search.constraints.NAME "
+                "(e.g. --set search.constraints.latency.batch=8), not under options.constraint"
+            )
         if kind not in registry.GROUPS:
             raise NasEngineError(
                 f"{where}: options.{kind} is not a plugin kind; use options.space, options.task or options.strategy "
@@ -383,6 +391,9 @@ def check_ranges(config: RunConfig, where: str = "") -> None:
     )
     require(search.flops_image_size >= 32, "search.flops_image_size", "an integer >= 32", search.flops_image_size)
     require(search.batch_size >= 1, "search.batch_size", "an integer >= 1", search.batch_size)
+    from nasengine.protocol.limits import parse_constraints
+
+    parse_constraints(search.constraints, where)
     require(search.on in ("detection", "classification"), "search.on", "'detection' or 'classification'", search.on)
 
 

@@ -21,7 +21,6 @@ from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
 from nasengine.protocol.engine import Run
-from nasengine.protocol.search import flops_constraint
 from nasengine.report.build import FIGURES, RANDOM_BASELINE, reference_networks
 from nasengine.report.figures import plot_random_models
 from nasengine.report.markdown import SEARCHED
@@ -32,13 +31,13 @@ from nasengine.settings.defaults import RANDOM_STRATEGY
 
 
 def sample_architectures(run: Run, count: int) -> list[tuple[int, ...]]:
-    """``count`` distinct legal architectures from the random strategy (``defaults.RANDOM_STRATEGY``), seeded
-    by the run's seed."""
+    """``count`` distinct architectures inside the run's limits from the random strategy
+    (``defaults.RANDOM_STRATEGY``), seeded by the run's seed."""
     strategy = registry.create(
         "strategy",
         RANDOM_STRATEGY,
         choices=run.space.choices,
-        constraint=flops_constraint(run.space, run.config.search),
+        constraint=run.limits.legal,
         seed=run.config.seed,
         population=count,
         generations=1,

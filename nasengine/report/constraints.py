@@ -1,0 +1,202 @@
+"""The report under constraints other than FLOPs: the limits, the retrained networks' predicted and measured
+costs against them, the same-FLOPs and same-latency winners, and a cost-against-score figure per constraint.
+
+A run limited by FLOPs alone has no such section (its report is as before).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nasengine import registry
+from nasengine.arch import compact_arch
+from nasengine.errors import NasEngineError
+from nasengine.protocol.limits import configured_limits
+from nasengine.report.figures import plot_cost_vs_score
+from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.records import read_json
+from nasengine.settings.config import RunConfig
+
+
+def figure_name(name: str) -> str:
+    return f"{name}_vs_score"
+
+
+def _formatter(name: str, options: Mapping[str, Any]):
+    """The constraint's ``format`` (``12.30 ms``), or a plain number when its plugin is gone."""
+    try:
+        return registry.create("constraint", name, **options).format
+    except NasEngineError:
+        return lambda value: f"{value:.4g}"
+
+
+def collect_constraints(
+    directory: Path, config: RunConfig, history: Sequence[Mapping[str, Any]], retrain: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """The section's facts (``summary.json``'s ``constraints``), or None for a run limited by FLOPs alone."""
+    if not config.search.constraints:
+        return None
+    limits = configured_limits(config.search)
+    formats = {name: _formatter(name, bounds["options"]) for name, bounds in limits.items()}
+
+    def within(name: str, value: float) -> bool:
+        return limits[name]["min"] <= value <= limits[name]["max"]
+
+    def text(name: str, value: float | None) -> str:
+        return "" if value is None else formats[name](value)
+
+    retrained = {}
+    for label, result in retrain.items():
+        predicted, measured = result.get("costs", {}), result.get("measured", {})
+        retrained[label] = {
+            name: {
+                "predicted": predicted.get(name),
+                "measured": measured.get(name),
+                "within": within(name, measured.get(name, predicted.get(name, math.nan))),
+            }
+            for name in limits
+        }
+    same_cost = _same_cost_winners(history, retrain.get("best"), list(limits))
+    table = RunLayout(directory).folder("search") / "latency_table.json"
+    return {
+        "limits": {
+            name: {
+                **bounds,
+                "max": bounds["max"] if math.isfinite(bounds["max"]) else None,
+                "text": _limit_text(bounds, formats[name]),
+            }
+            for name, bounds in limits.items()
+        },
+        "retrained": retrained,
+        "retrained_text": {
+            label: {
+                name: {k: text(name, v) for k, v in entry.items() if k != "within"} for name, entry in costs.items()
+            }
+            for label, costs in retrained.items()
+        },
+        "same_cost": same_cost,
+        "latency_table": _table_info(table) if table.is_file() else None,
+    }
+
+
+def _limit_text(bounds: Mapping[str, Any], format_value) -> str:
+    high = bounds["max"]
+    text = f"≤ {format_value(high)}" if high is not None and math.isfinite(high) else "unlimited"
+    return f"{format_value(bounds['min'])} to {format_value(high)}" if bounds["min"] else text
+
+
+def _table_info(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    keys = ("device", "device_name", "threads", "image_size", "batch", "torch", "timing", "overhead_ms", "built")
+    return {key: data.get(key) for key in keys}
+
+
+def _same_cost_winners(
+    history: Sequence[Mapping[str, Any]], winner: Mapping[str, Any] | None, names: Sequence[str]
+) -> dict[str, Any]:
+    """For each constraint, the best candidate of the history that costs no more than the winner under it alone
+    (the same-FLOPs winner, the same-latency winner): where they differ, the two costs rank networks apart."""
+    if winner is None or not history or "costs" not in history[0]:
+        return {}
+    costs = winner.get("costs") or {}
+    found = {}
+    for name in names:
+        if name not in costs:
+            continue
+        fitting = [r for r in history if not math.isnan(r["score"]) and r["costs"].get(name, math.inf) <= costs[name]]
+        if fitting:
+            best = max(fitting, key=lambda r: r["score"])
+            found[name] = {"arch": best["arch"], "score": best["score"], "costs": best["costs"]}
+    return found
+
+
+def draw_cost_figures(
+    history: Sequence[Mapping[str, Any]], constraints: Mapping[str, Any], out: Path
+) -> dict[str, Path]:
+    """One cost-against-score figure per constraint other than FLOPs, with its limits."""
+    figures = {}
+    for name, bounds in constraints["limits"].items():
+        if name == "flops" or not history or name not in history[0].get("costs", {}):
+            continue
+        lines = []
+        if bounds["max"] is not None and math.isfinite(bounds["max"]):
+            lines.append((bounds["max"], "--", f"{name} limit {bounds['text']}"))
+        if bounds["min"]:
+            lines.append((bounds["min"], ":", f"{name} floor"))
+        figures[figure_name(name)] = plot_cost_vs_score(
+            history,
+            [r["costs"][name] for r in history],
+            out / f"{figure_name(name)}.png",
+            name,
+            f"backbone {name} (predicted, as the search saw it)",
+            lines,
+        )
+    return figures
+
+
+def constraints_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> list[str]:
+    from nasengine.report import markdown  # which draws on this module's section
+
+    constraints = summary.get("constraints")
+    if not constraints:
+        return []
+    names = list(constraints["limits"])
+    lines = [
+        "## Constraints",
+        "",
+        "Searched under "
+        + " and ".join(f"{name} {bounds['text']}" for name, bounds in constraints["limits"].items())
+        + ".",
+    ]
+    table = constraints.get("latency_table")
+    if table:
+        lines[-1] += (
+            f" Latency from a per-block table measured on {table['device']} ({table['device_name']}), "
+            f"{table['threads']} thread(s), {table['image_size']} px, batch {table['batch']}, torch {table['torch']} "
+            f"({table['timing']}; whole-network overhead {table['overhead_ms']:+.2f} ms)."
+        )
+    lines.append("")
+    rows = []
+    for label, costs in constraints["retrained"].items():
+        texts = constraints["retrained_text"][label]
+        for name in names:
+            entry = costs[name]
+            rows.append(
+                [
+                    label,
+                    name,
+                    texts[name]["predicted"],
+                    texts[name]["measured"],
+                    constraints["limits"][name]["text"],
+                    "yes" if entry["within"] else "**no**",
+                ]
+            )
+    if rows:
+        lines += ["The retrained networks, measured on the real network after retraining:", ""]
+        lines += markdown.table(("network", "constraint", "predicted", "measured", "limit", "within"), rows)
+    same = constraints.get("same_cost") or {}
+    formats = {name: _formatter(name, bounds.get("options", {})) for name, bounds in constraints["limits"].items()}
+    if same:
+        lines += [
+            "The best candidate of the search at no more than the winner's cost under each constraint alone "
+            "(the same-FLOPs and same-latency winners):",
+            "",
+        ]
+        lines += markdown.table(
+            ("at the winner's", "architecture", "search score", *names),
+            [
+                [name, f"`{compact_arch(entry['arch'])}`", markdown.score(entry["score"])]
+                + [formats[other](entry["costs"][other]) if other in entry["costs"] else "" for other in names]
+                for name, entry in same.items()
+            ],
+        )
+    for name in names[1:]:  # FLOPs have their figure in the search section
+        caption = (
+            f"Every candidate's {name} (as the search predicted it) against its search-split score, the Pareto "
+            f"front (circled) and the {name} limit (dashed)."
+        )
+        lines += markdown.figure(figure_name(name), figures, f"{name} vs score", caption)
+    return lines
