@@ -143,12 +143,19 @@ def show_space(name: str, image_size: int, space_options: tuple[str, ...]) -> No
 @click.option(
     "--strategy", "strategy_name", default=None, help="Check this strategy (nasengine.testing.check_strategy)."
 )
+@click.option(
+    "--constraint",
+    "constraint_name",
+    default=None,
+    help="Check this constraint on --space (nasengine.testing.check_constraint).",
+)
 def check(
     space_name: str | None,
     space_options: tuple[str, ...],
     task_name: str | None,
     task_options: tuple[str, ...],
     strategy_name: str | None,
+    constraint_name: str | None,
 ) -> None:
     """Conformance checks of registered plugins: one line per check passed, or one error line.
 
@@ -164,8 +171,12 @@ def check(
     ):
         if given and not name:
             raise NasEngineError(f"{option} needs the plugin it is for: add {option.rsplit('-', 1)[0]} NAME")
-    if not (space_name or task_name or strategy_name):
-        raise NasEngineError("nothing to check; give --space S, --task T and/or --strategy G (see 'nasengine list')")
+    if not (space_name or task_name or strategy_name or constraint_name):
+        raise NasEngineError(
+            "nothing to check; give --space S, --task T, --strategy G and/or --constraint C (see 'nasengine list')"
+        )
+    if constraint_name and not space_name:
+        raise NasEngineError(f"--constraint {constraint_name} is checked on a space: add --space S")
     space = _space(space_name, space_options) if space_name else None
     task = _task(task_name, None, task_options) if task_name else None
     if space is not None:
@@ -185,6 +196,9 @@ def check(
     if strategy_name:
         testing.check_strategy(registry.get("strategy", strategy_name))
         _passed(f"strategy {strategy_name}: legal, new, constrained asks; finishes; replays exactly; seeded")
+    if constraint_name and space is not None:
+        testing.check_constraint(registry.create("constraint", constraint_name), space)
+        _passed(f"constraint {constraint_name} on {space.name}: costs finite, deterministic, kept across a resume")
 
 
 def _passed(line: str) -> None:

@@ -1,4 +1,4 @@
-"""Conformance checks for plugins: ``check_space``, ``check_task`` and ``check_strategy``.
+"""Conformance checks for plugins: ``check_space``, ``check_task``, ``check_strategy`` and ``check_constraint``.
 
 A plugin author runs them in one line in their own tests::
 
@@ -8,8 +8,9 @@ A plugin author runs them in one line in their own tests::
         check_space(MySpace())
         check_strategy(MyStrategy, options={"population": 4})
         check_task(MyTask(search_size=8))
+        check_constraint(MyConstraint(), MySpace())
 
-``nasengine check --space S --task T --strategy G`` runs them on registered plugins, and the engine runs
+``nasengine check --space S --task T --strategy G --constraint C`` runs them on registered plugins, and the engine runs
 ``check_space`` (cheap settings) on a run's space before any training. Each check raises ``NasEngineError``
 with one line naming the plugin and what to fix at the first rule broken, and returns None otherwise. The
 rules are those written on the classes of :mod:`nasengine.interfaces`. Every check runs on the CPU, leaves
@@ -32,12 +33,13 @@ from torch import nn
 from nasengine import console
 from nasengine.arch import format_arch
 from nasengine.errors import ConstraintUnsatisfiable, NasEngineError
-from nasengine.interfaces import Arch, Space, Strategy, Task, implements
+from nasengine.interfaces import Arch, Constraint, Space, Strategy, Task, implements
 from nasengine.strategy_base import BatchStrategy
 
 __all__ = [
     "STRIDES",
     "TinyBackbone",
+    "check_constraint",
     "check_space",
     "check_space_attributes",
     "check_strategy",
@@ -678,6 +680,94 @@ def _first_images(loader: Any, images: int) -> Any:
         batch_size=loader.batch_size,
         collate_fn=loader.collate_fn,
     )
+
+
+# --- constraints ---------------------------------------------------------------------------------
+def check_constraint(constraint: Constraint, space: Space, *, samples: int = 8, input_size: int = 64) -> None:
+    """Check ``constraint`` against the rules of :class:`nasengine.interfaces.Constraint` on ``space``.
+
+    ``name``, ``unit`` and ``description`` are strings, ``options()`` a dict that rebuilds it; ``prepare`` runs
+    with a run folder (a temporary one); ``cost`` gives every architecture of ``samples`` (the space's named
+    ones and random ones from a fixed seed) a finite number >= 0, the same on a second call and — after a
+    fresh instance is prepared with the same folder, as a resumed run is — the same again; ``format`` gives
+    a string; ``cost_range``, when implemented, bounds every cost; ``measure``, when implemented, gives the
+    built network of an architecture a finite number >= 0.
+    """
+    import tempfile
+    from pathlib import Path
+
+    name = getattr(constraint, "name", None)
+    who = f"constraint {name!r}" if isinstance(name, str) and name else f"constraint {type(constraint).__name__}"
+    if not isinstance(constraint, Constraint):
+        raise NasEngineError(f"{who} is {_describe(constraint)}, not a nasengine.interfaces.Constraint; subclass it")
+    for attribute in ("name", "unit", "description"):
+        value = getattr(constraint, attribute, None)
+        if not isinstance(value, str) or (attribute == "name" and not value):
+            raise NasEngineError(
+                f"{who}: {attribute} must be a{' non-empty' if attribute == 'name' else ''} string, "
+                f"not {_describe(value)}; set it on the class"
+            )
+    options = _call(who, "options()", constraint.options)
+    if not isinstance(options, dict):
+        raise NasEngineError(f"{who}: options() returned {_describe(options)}, not a dict of its keyword arguments")
+    rebuilt = _call(who, f"{type(constraint).__name__}(**options())", lambda: type(constraint)(**options))
+    if _call(who, "options() of the rebuilt constraint", rebuilt.options) != options:
+        raise NasEngineError(f"{who}: type(c)(**c.options()) has other options; options() must return what rebuilds it")
+    archs = [tuple(arch) for arch in space.named.values()][: samples // 2]
+    archs += sample_archs(space.choices, samples - len(archs), seed=0)
+    with tempfile.TemporaryDirectory() as folder, _private_random():
+        _call(
+            who,
+            "prepare(space, input_size=..., folder=...)",
+            lambda: constraint.prepare(space, input_size=input_size, folder=Path(folder)),
+        )
+        costs = [_cost(who, constraint, space, arch) for arch in archs]
+        again = [_cost(who, constraint, space, arch) for arch in archs]
+        resumed = type(constraint)(**options)
+        _call(
+            who,
+            "prepare of a fresh instance on the same folder",
+            lambda: resumed.prepare(space, input_size=input_size, folder=Path(folder)),
+        )
+        after = [_cost(who, resumed, space, arch) for arch in archs]
+    for arch, first, second, third in zip(archs, costs, again, after):
+        if not first == second == third:
+            raise NasEngineError(
+                f"{who}: cost of {format_arch(arch)} was {first}, then {second}, then {third} after a fresh instance "
+                "was prepared on the same folder; a cost must be deterministic within a run (keep what is measured "
+                "in the folder prepare gets, and read it back)"
+            )
+    text = _call(who, "format(cost)", constraint.format, costs[0])
+    if not isinstance(text, str):
+        raise NasEngineError(f"{who}: format() returned {_describe(text)}, not a string")
+    if implements(constraint, "cost_range"):
+        span = _call(who, "cost_range(space)", constraint.cost_range, space)
+        if not (isinstance(span, tuple) and len(span) == 2 and all(_is_number(v) for v in span) and span[0] <= span[1]):
+            raise NasEngineError(f"{who}: cost_range returned {_describe(span)}, not a (low, high) tuple of numbers")
+        slack = 1e-9 * max(1.0, abs(span[1]))
+        for arch, cost in zip(archs, costs):
+            if not span[0] - slack <= cost <= span[1] + slack:
+                raise NasEngineError(
+                    f"{who}: cost of {format_arch(arch)} is {cost}, outside cost_range {span}; the range must bound "
+                    "every architecture's cost"
+                )
+    if implements(constraint, "measure"):
+        with _private_random():
+            network = space.build_network(archs[0])
+        measured = _call(who, "measure(space, arch, network)", constraint.measure, space, archs[0], network)
+        if not _is_number(measured) or measured < 0:
+            raise NasEngineError(f"{who}: measure returned {_describe(measured)}, not a finite number >= 0")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _cost(who: str, constraint: Constraint, space: Space, arch: Arch) -> float:
+    value = _call(who, f"cost(space, {format_arch(arch)})", constraint.cost, space, arch)
+    if not _is_number(value) or value < 0:
+        raise NasEngineError(f"{who}: cost of {format_arch(arch)} is {_describe(value)}, not a finite number >= 0")
+    return value
 
 
 # --- shared --------------------------------------------------------------------------------------

@@ -94,8 +94,8 @@ SETTING_CASES = [
     ("pretrain_schedule.sampling=distill", None),  # valid: the control case below expects it to pass preflight
 ]
 FLAG_CASES = [
-    (["--flops-max", "1e8"], "spans 237,222,720 to 365,472,576 MACs"),
-    (["--flops-min", "1e12"], "spans 237,222,720 to 365,472,576 MACs"),
+    (["--flops-max", "1e8"], "spans 237.2 M MACs to 365.5 M MACs"),
+    (["--flops-min", "1e12"], "spans 237.2 M MACs to 365.5 M MACs"),
     (["--flops-min", "3e8", "--flops-max", "1e8"], "search.flops_min must be at most search.flops_max"),
     (["--flops-max", "nan"], "search.flops_max must be a number"),
     (["--flops-max", "-1"], "search.flops_max must be a number > 0"),

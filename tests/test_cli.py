@@ -78,4 +78,4 @@ def test_unsatisfiable_flops_window_names_the_space_range(tmp_path):
         "random-baseline", "--preset", "smoke", "--flops-max", "1e8", "-n", "2", "--out", str(tmp_path / "b")
     )
     assert result.returncode == 2
-    assert "spans 237,222,720 to 365,472,576 MACs" in result.stderr
+    assert "fits flops ≤ 100.0 M MACs: the space spans 237.2 M MACs to 365.5 M MACs" in result.stderr

@@ -469,8 +469,8 @@ def test_a_broken_strategy_gets_one_line_naming_it(cls, message):
     [
         (
             "dearest",
-            "strategy 'bad-hill' asked for 3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3, which breaks the FLOPs "
-            "constraint [0, 300,000,000]; a strategy must only propose archs for which constraint(arch) is True",
+            "strategy 'bad-hill' asked for 3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3, which breaks the limits "
+            "flops ≤ 300.0 M MACs; a strategy must only propose archs for which constraint(arch) is True",
         ),
         ("twice", "strategy 'bad-hill' asked for 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0 twice"),
         ("short", "strategy 'bad-hill' asked for 0,0,0, 3 positions where the space has 20"),

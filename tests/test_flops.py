@@ -323,11 +323,13 @@ def test_a_shared_module_is_traced_once_per_input_shape(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("limits, warned", [({"flops_max": 250e6}, True), ({"flops_min": 270e6}, True), ({}, False)])
 def test_a_baseline_outside_the_flops_limits_is_warned_of(limits, warned, capsys):
     from nasengine import registry
+    from nasengine.protocol.limits import run_limits
     from nasengine.protocol.preflight import warn_if_the_baseline_is_outside
     from nasengine.settings import config as configuration
 
     config = configuration.resolve("smoke", overrides={"search": {"flops_max": 300e6, **limits}})
-    warn_if_the_baseline_is_outside(registry.create("space", "shufflenet-small"), config)
+    space = registry.create("space", "shufflenet-small")
+    warn_if_the_baseline_is_outside(space, run_limits(space, config.search, input_size=64))
     out = " ".join(capsys.readouterr().out.split())
-    assert ("the baseline shufflenetv2-20 (262,705,856 FLOPs at 224px) is outside the search's limits" in out) == warned
+    assert ("the baseline shufflenetv2-20 (flops 262.7 M MACs) is outside the search's limits" in out) == warned
     assert ("retrain_baseline = false" in out) == warned

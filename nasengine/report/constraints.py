@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from nasengine import registry
-from nasengine.arch import compact_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol.limits import configured_limits
 from nasengine.report.figures import plot_cost_vs_score
@@ -25,7 +24,7 @@ def figure_name(name: str) -> str:
     return f"{name}_vs_score"
 
 
-def _formatter(name: str, options: Mapping[str, Any]):
+def cost_formatter(name: str, options: Mapping[str, Any]):
     """The constraint's ``format`` (``12.30 ms``), or a plain number when its plugin is gone."""
     try:
         return registry.create("constraint", name, **options).format
@@ -40,7 +39,7 @@ def collect_constraints(
     if not config.search.constraints:
         return None
     limits = configured_limits(config.search)
-    formats = {name: _formatter(name, bounds["options"]) for name, bounds in limits.items()}
+    formats = {name: cost_formatter(name, bounds["options"]) for name, bounds in limits.items()}
 
     def within(name: str, value: float) -> bool:
         return limits[name]["min"] <= value <= limits[name]["max"]
@@ -135,68 +134,3 @@ def draw_cost_figures(
             lines,
         )
     return figures
-
-
-def constraints_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> list[str]:
-    from nasengine.report import markdown  # which draws on this module's section
-
-    constraints = summary.get("constraints")
-    if not constraints:
-        return []
-    names = list(constraints["limits"])
-    lines = [
-        "## Constraints",
-        "",
-        "Searched under "
-        + " and ".join(f"{name} {bounds['text']}" for name, bounds in constraints["limits"].items())
-        + ".",
-    ]
-    table = constraints.get("latency_table")
-    if table:
-        lines[-1] += (
-            f" Latency from a per-block table measured on {table['device']} ({table['device_name']}), "
-            f"{table['threads']} thread(s), {table['image_size']} px, batch {table['batch']}, torch {table['torch']} "
-            f"({table['timing']}; whole-network overhead {table['overhead_ms']:+.2f} ms)."
-        )
-    lines.append("")
-    rows = []
-    for label, costs in constraints["retrained"].items():
-        texts = constraints["retrained_text"][label]
-        for name in names:
-            entry = costs[name]
-            rows.append(
-                [
-                    label,
-                    name,
-                    texts[name]["predicted"],
-                    texts[name]["measured"],
-                    constraints["limits"][name]["text"],
-                    "yes" if entry["within"] else "**no**",
-                ]
-            )
-    if rows:
-        lines += ["The retrained networks, measured on the real network after retraining:", ""]
-        lines += markdown.table(("network", "constraint", "predicted", "measured", "limit", "within"), rows)
-    same = constraints.get("same_cost") or {}
-    formats = {name: _formatter(name, bounds.get("options", {})) for name, bounds in constraints["limits"].items()}
-    if same:
-        lines += [
-            "The best candidate of the search at no more than the winner's cost under each constraint alone "
-            "(the same-FLOPs and same-latency winners):",
-            "",
-        ]
-        lines += markdown.table(
-            ("at the winner's", "architecture", "search score", *names),
-            [
-                [name, f"`{compact_arch(entry['arch'])}`", markdown.score(entry["score"])]
-                + [formats[other](entry["costs"][other]) if other in entry["costs"] else "" for other in names]
-                for name, entry in same.items()
-            ],
-        )
-    for name in names[1:]:  # FLOPs have their figure in the search section
-        caption = (
-            f"Every candidate's {name} (as the search predicted it) against its search-split score, the Pareto "
-            f"front (circled) and the {name} limit (dashed)."
-        )
-        lines += markdown.figure(figure_name(name), figures, f"{name} vs score", caption)
-    return lines

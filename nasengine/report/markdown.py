@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nasengine.arch import compact_arch
-from nasengine.report.constraints import constraints_section
+from nasengine.report.constraints import cost_formatter, figure_name
 from nasengine.report.figures import pareto_front, score_name
 from nasengine.rundir.atomic import atomic_write
 from nasengine.rundir.history import generation_label, read_history
@@ -146,6 +146,69 @@ def found_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> li
             ],
         )
     return lines + figure("architecture", figures, "architecture")
+
+
+def constraints_section(summary: Mapping[str, Any], figures: Mapping[str, Path]) -> list[str]:
+    constraints = summary.get("constraints")
+    if not constraints:
+        return []
+    names = list(constraints["limits"])
+    lines = [
+        "## Constraints",
+        "",
+        "Searched under "
+        + " and ".join(f"{name} {bounds['text']}" for name, bounds in constraints["limits"].items())
+        + ".",
+    ]
+    measured = constraints.get("latency_table")
+    if measured:
+        lines[-1] += (
+            f" Latency from a per-block table measured on {measured['device']} ({measured['device_name']}), "
+            f"{measured['threads']} thread(s), {measured['image_size']} px, batch {measured['batch']}, torch "
+            f"{measured['torch']} ({measured['timing']}; whole-network overhead {measured['overhead_ms']:+.2f} ms)."
+        )
+    lines.append("")
+    rows = []
+    for label, costs in constraints["retrained"].items():
+        texts = constraints["retrained_text"][label]
+        for name in names:
+            entry = costs[name]
+            rows.append(
+                [
+                    label,
+                    name,
+                    texts[name]["predicted"],
+                    texts[name]["measured"],
+                    constraints["limits"][name]["text"],
+                    "yes" if entry["within"] else "**no**",
+                ]
+            )
+    if rows:
+        lines += ["The retrained networks, measured on the real network after retraining:", ""]
+        lines += table(("network", "constraint", "predicted", "measured", "limit", "within"), rows)
+    same = constraints.get("same_cost") or {}
+    formats = {name: cost_formatter(name, bounds.get("options", {})) for name, bounds in constraints["limits"].items()}
+    if same:
+        lines += [
+            "The best candidate of the search at no more than the winner's cost under each constraint alone "
+            "(the same-FLOPs and same-latency winners):",
+            "",
+        ]
+        lines += table(
+            ("at the winner's", "architecture", "search score", *names),
+            [
+                [name, f"`{compact_arch(entry['arch'])}`", score(entry["score"])]
+                + [formats[other](entry["costs"][other]) if other in entry["costs"] else "" for other in names]
+                for name, entry in same.items()
+            ],
+        )
+    for name in names[1:]:  # FLOPs have their figure in the search section
+        caption = (
+            f"Every candidate's {name} (as the search predicted it) against its search-split score, the Pareto "
+            f"front (circled) and the {name} limit (dashed)."
+        )
+        lines += figure(figure_name(name), figures, f"{name} vs score", caption)
+    return lines
 
 
 def search_section(directory: Path, summary: Mapping[str, Any], figures: Mapping[str, Path]) -> list[str]:
