@@ -102,7 +102,8 @@ class Run:
         """Check everything and hold the directory for this process: an existing directory is claimed first, so
         a second writer is refused at once rather than after the checks; a new one only once they pass, so
         a refused run leaves nothing behind. The run's recorded ``threads`` become this process's, so a
-        run resumed under another thread count continues exactly as it began."""
+        run resumed under another thread count continues exactly as it began; then the run's limits are
+        prepared (a latency table measured under those threads, or read back from the search folder)."""
         self.check_layout()
         if self.dir.is_dir():
             self.claim()
@@ -111,6 +112,7 @@ class Run:
         if self.config.threads and self.config.threads != torch.get_num_threads():
             console.log(f"{self.dir}: {self.config.threads} torch threads, as the run began (results depend on it)")
             torch.set_num_threads(self.config.threads)
+        self.limits  # every constraint prepared on every rank now, its table kept in the run, before any phase
 
     def check_layout(self) -> None:
         """The run continues in as many processes as it began with (results depend on them: the batches are
@@ -159,6 +161,7 @@ class Run:
             if phase == "search":
                 removed += _remove(self.dir, ["search"])
                 removed += self._remove_boards(["search"])
+                self.__dict__.pop("limits", None)  # its table went with the folder: kept there again when asked
             else:
                 kept, deleted = _clear_phase(self.layout.folder(phase))
                 for name in deleted:
