@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo lint test test-all bench data clean
+.PHONY: setup demo demo-latency lint test test-all bench data clean
 
 setup: $(STAMP) $(FASHION_MNIST)
 
@@ -26,6 +26,11 @@ $(FASHION_MNIST):
 
 demo: setup
 	$(BIN)/nasengine run --preset demo --out runs/demo
+
+# The demo under a latency limit beside the FLOPs one (milliseconds on this machine, one thread, 64 px: see the
+# README's "Searching under latency"; another machine has other milliseconds, `nasengine latency build` says which).
+demo-latency: setup
+	$(BIN)/nasengine run --preset demo --out runs/demo-latency --latency-max 7.5
 
 # Lint and format check (ruff, configured in pyproject.toml) and the type check of the core (mypy nasengine).
 lint: setup

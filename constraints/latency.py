@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Constraint, Space
 from nasengine.latency import (
@@ -23,6 +24,7 @@ from nasengine.latency import (
     latency_table,
     read_table,
     resolve_device,
+    time_in_fresh_process,
     time_networks,
     torch_threads,
 )
@@ -109,19 +111,21 @@ class LatencyConstraint(Constraint):
         return self._table().latency_range()
 
     def measure(self, space: Space, arch: Arch, network: nn.Module) -> float:
-        """``network`` timed on this machine as the table's networks were (its threads, batch and size); on
-        another device than the table's, this machine's device of the same kind."""
+        """``network`` timed on this machine as the table's networks were (its threads, batch and size), in a
+        fresh process (:func:`nasengine.latency.time_in_fresh_process`); in this one when the space is not
+        registered (it could not be rebuilt there). On a machine without the table's GPU, on its CPU."""
         info = self._table().info
         device = torch.device(info.get("device", "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
             device = torch.device("cpu")
-        # a copy in the default memory layout, as the table's networks: a run trains channels-last, and timing
-        # the trained module in place would time that layout (and move the run's model)
-        copied = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+        size, batch = int(info["image_size"]), int(info["batch"])
         with torch_threads(info.get("threads")):
-            (ms,) = time_networks(
-                [copied], int(info["image_size"]), int(info["batch"]), device, Timing(), passes=MEASURE_PASSES
-            )
+            if space.name in registry.plugins("space"):
+                ms = time_in_fresh_process(space, arch, network, size, batch, device, MEASURE_PASSES)
+            else:
+                # a copy in the default memory layout, as the table's networks: a run trains channels-last
+                copied = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+                (ms,) = time_networks([copied], size, batch, device, Timing(), passes=MEASURE_PASSES)
         return round(ms, 4)
 
     def format(self, value: float) -> str:

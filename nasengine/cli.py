@@ -694,7 +694,9 @@ def show(run_dir: str, top: int) -> None:
     if history:
         table = Table(title=f"best {min(top, len(history))} of {len(history)} candidates", title_justify="left")
         others = [name for name in history[0].get("costs", {}) if name != "flops"]
-        for column in ("rank", "architecture", "FLOPs", *others, "score", "generation (1 = first)"):
+        units = {name: getattr(registry.plugins("constraint").get(name), "cls", None) for name in others}
+        headers = [f"{name} ({getattr(units[name], 'unit', '')})".replace(" ()", "") for name in others]
+        for column in ("rank", "architecture", "FLOPs", *headers, "score", "generation (1 = first)"):
             table.add_column(column)
         for index, record in enumerate(history[:top], 1):
             table.add_row(
@@ -722,14 +724,12 @@ def show(run_dir: str, top: int) -> None:
 def _limits_line(directory: Path) -> str:
     """``limits: flops ≤ 300.0 M MACs (image_size 224); latency ≤ 12.00 ms (batch 1)`` from a run's config.toml."""
     from nasengine.protocol.limits import configured_limits
+    from nasengine.report.constraints import cost_formatter
     from nasengine.settings import config as configuration
 
     texts = []
     for name, bounds in configured_limits(configuration.load(RunLayout(directory).config).search).items():
-        try:
-            format_value = registry.create("constraint", name, **bounds["options"]).format
-        except NasEngineError:  # its plugin is gone: plain numbers
-            format_value = "{:g}".format
+        format_value = cost_formatter(name, bounds["options"])
         text = f"{name} ≤ {format_value(bounds['max'])}" if bounds["max"] != float("inf") else f"{name} unlimited"
         if bounds["min"]:
             text += f", ≥ {format_value(bounds['min'])}"
@@ -800,6 +800,48 @@ def latency_build(
     print_(f"latency table: {table.describe()}")
     print_(f"the space spans {low:.2f} to {high:.2f} ms (whole-network overhead {table.overhead_ms:+.2f} ms)")
     print_(f"written to {out}; search under it with --latency-table {out} --latency-max MS")
+
+
+@latency.command("measure")
+@click.argument("run_dir", type=click.Path())
+def latency_measure(run_dir: str) -> None:
+    """Time the retrained networks of RUN_DIR on this machine as the run's table was timed (its threads, batch and
+    image size), beside the table's prediction and the limit. Writes nothing: run it on the deployment machine."""
+    import torch
+
+    from nasengine.latency import device_name
+    from nasengine.protocol.engine import Run
+    from nasengine.rundir.manifest import verify_run
+    from nasengine.rundir.retrained import load_retrained, retrained_entries
+
+    directory = Path(run_dir)
+    verify_run(directory)
+    run = Run.open(directory)
+    if "latency" not in run.config.search.constraints:
+        raise NasEngineError(f"{directory} searched without a latency limit; its networks have no latency table")
+    if not (run.layout.folder("search") / "latency_table.json").is_file():
+        raise NasEngineError(f"{directory} has no latency table yet: its search has not started (nasengine search)")
+    limit = run.limits["latency"]
+    entries = retrained_entries(directory)
+    if not entries:
+        raise NasEngineError(f"{directory} has no retrained network yet; run: nasengine retrain {directory}")
+    info = limit.constraint.table.info  # type: ignore[attr-defined]
+    here = device_name(torch.device("cpu") if info["device"] == "cpu" else torch.device("cuda"))
+    table = Table(
+        title=f"latency of {directory}'s retrained networks on {here}, {info['threads']} thread(s), "
+        f"{info['image_size']} px, batch {info['batch']} (table measured on {info['device_name']})",
+        title_justify="left",
+    )
+    for column in ("network", "architecture", "predicted", "measured here", "limit", "within"):
+        table.add_column(column)
+    for name in entries:
+        retrained = load_retrained(directory, entry=name)
+        measured = limit.constraint.measure(run.space, retrained.arch, retrained.backbone)
+        predicted = limit.constraint.cost(run.space, retrained.arch)
+        fmt = limit.constraint.format
+        verdict = "yes" if limit.allows(measured) else "[red]no[/red]"
+        table.add_row(name, format_arch(retrained.arch), fmt(predicted), fmt(measured), limit.text(), verdict)
+    print_(table)
 
 
 @cli.command("export")

@@ -20,6 +20,7 @@ from bench import (
     faults,
     fidelity,
     flops_lookup,
+    latency,
     rank_check_reliability,
     rescore_rank_check,
     retrain_variants,
@@ -207,6 +208,20 @@ def test_flops_lookup_agrees_with_the_trace_and_restores_threads_and_cache(capsy
     assert "detnas-coco-fpn-300m" in row and row.count("288,082,368") == 2 and "yes" in row
     assert "shufflenet-large" not in printed
     assert torch.get_num_threads() == threads and os.environ.get("NASENGINE_CACHE") == cache
+
+
+def test_latency_bench_compares_the_table_with_whole_networks(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    latency.main(["--archs", "3", "--image-size", "32", "--onnx", "--out", str(tmp_path)])
+    printed = flat(capsys.readouterr().out)
+    assert "shufflenet-small at 32px, batch 1, 1 thread(s)" in printed and "8 backbones" in printed
+    assert "torch eager latency table" in printed and "torch eager FLOPs" in printed
+    assert "onnxruntime latency table" in printed
+    results = read_json(tmp_path / "results.json")
+    assert len(results["archs"]) == 8 and results["archs"][0]["name"] == "detnas-coco-fpn-300m"
+    assert all(r["measured_ms"] > 0 and r["onnxruntime_ms"] > 0 and r["predicted_ms"] > 0 for r in results["archs"])
+    assert read_json(tmp_path / "table.json")["image_size"] == 32
+    assert torch.get_num_threads() == threads
 
 
 def test_supernet_recipes_pretrain_each_recipe_into_its_out(tmp_path, capsys):

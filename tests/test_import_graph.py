@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "nasengine"
 TABLE = "settings.defaults"  # the one module that may name built-in plugins
-PLUGIN_PACKAGES = ("spaces", "tasks", "strategies")
+PLUGIN_PACKAGES = ("spaces", "tasks", "strategies", "constraints")
 
 
 def core_modules() -> dict[str, ast.Module]:

@@ -53,6 +53,10 @@ from nasengine.rundir.manifest import Tampered, unverified_files, verify_phase, 
 from nasengine.rundir.records import read_json, write_json
 from nasengine.settings import config as configuration
 from nasengine.settings.config import RunConfig, scale_schedule
+from nasengine.settings.defaults import FLOPS_CONSTRAINT
+
+REMEASURES = 2
+"""How many times a retrained network whose measured cost breaks a limit is measured again (the least stands)."""
 
 
 class Run:
@@ -112,7 +116,7 @@ class Run:
         if self.config.threads and self.config.threads != torch.get_num_threads():
             console.log(f"{self.dir}: {self.config.threads} torch threads, as the run began (results depend on it)")
             torch.set_num_threads(self.config.threads)
-        self.limits  # every constraint prepared on every rank now, its table kept in the run, before any phase
+        _ = self.limits  # every constraint prepared on every rank now, its table kept in the run, before any phase
 
     def check_layout(self) -> None:
         """The run continues in as many processes as it began with (results depend on them: the batches are
@@ -205,6 +209,10 @@ class Run:
     def search_task(self) -> Task:
         return self.pretrain_task if self.config.search.on == "classification" else self.task
 
+    @property
+    def search_folder(self) -> Path:
+        return self.layout.folder("search")
+
     @cached_property
     def limits(self) -> Limits:
         """The run's limits (FLOPs and every other constraint), prepared: what a constraint measures (a latency
@@ -213,7 +221,7 @@ class Run:
             self.space,
             self.config.search,
             input_size=input_size(self.task, self.config.search),
-            folder=self.layout.folder("search"),
+            folder=self.search_folder,
         )
 
     # helpers -------------------------------------------------------------------------------------
@@ -577,7 +585,12 @@ class Run:
             if not implements(limit.constraint, "measure"):
                 continue
             measured[limit.name] = float(limit.constraint.measure(self.space, arch, backbone))
-            if limit.name != "flops" and distributed.is_main():
+            for _ in range(REMEASURES if not limit.allows(measured[limit.name]) else 0):
+                # a timing only ever reads high (the machine was busy), so a limit seemingly broken is timed
+                # again before it is reported broken, and the fastest reading stands
+                again = float(limit.constraint.measure(self.space, arch, backbone))
+                measured[limit.name] = min(measured[limit.name], again)
+            if limit.name != FLOPS_CONSTRAINT and distributed.is_main():
                 verdict = "within" if limit.allows(measured[limit.name]) else "[red]outside[/red]"
                 console.log(
                     f"{label}: {limit.name} measured {limit.constraint.format(measured[limit.name])} (predicted "

@@ -24,6 +24,7 @@ from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.interfaces import Arch, Constraint, Space, implements
 from nasengine.protocol import distributed
+from nasengine.settings.defaults import FLOPS_CONSTRAINT
 
 BOUNDS = ("max", "min")
 """The keys of a ``search.constraints.<name>`` table that are bounds; the others are the constraint's options."""
@@ -126,7 +127,11 @@ def configured_limits(search: Any) -> dict[str, dict[str, Any]]:
     is ``inf`` where there is none). What the report, ``show`` and the export's JSON say about a finished run."""
     high = math.inf if search.flops_max is None else float(search.flops_max)
     limits = {
-        "flops": {"min": float(search.flops_min), "max": high, "options": {"image_size": search.flops_image_size}}
+        FLOPS_CONSTRAINT: {
+            "min": float(search.flops_min),
+            "max": high,
+            "options": {"image_size": search.flops_image_size},
+        }
     }
     for name, settings in search.constraints.items():
         limits[name] = {
@@ -138,7 +143,7 @@ def configured_limits(search: Any) -> dict[str, dict[str, Any]]:
 
 
 def _fix(name: str) -> str:
-    if name == "flops":
+    if name == FLOPS_CONSTRAINT:
         return "choose --flops-min/--flops-max inside that range"
     return f"choose search.constraints.{name}.max/min inside that range"
 
@@ -170,7 +175,7 @@ def parse_constraints(table: Mapping[str, Any], where: str = "") -> dict[str, tu
     parsed = {}
     for name, settings in table.items():
         key = f"{where}search.constraints.{name}"
-        if name == "flops":
+        if name == FLOPS_CONSTRAINT:
             raise NasEngineError(
                 f"{key}: FLOPs are limited by search.flops_max / search.flops_min (--flops-max); set them there"
             )
@@ -194,7 +199,7 @@ def parse_constraints(table: Mapping[str, Any], where: str = "") -> dict[str, tu
         if high <= 0 or low > high:
             raise NasEngineError(f"{key}: max must be > 0 and at least min (min {low:g}, max {high:g})")
         options = {k: v for k, v in settings.items() if k not in BOUNDS}
-        registry.check_options("constraint", name, options)
+        registry.create("constraint", name, **options)  # its options checked (constructors measure nothing)
         parsed[name] = (low, high, options)
     return parsed
 
@@ -209,7 +214,7 @@ def run_limits(space: Space, search: Any, *, input_size: int, folder: Path | Non
     """The limits of a search with settings ``search`` (a ``SearchConfig``) on ``space``, every constraint
     prepared (a latency table measured or read; with ``folder``, kept there by the main rank first, read back
     by the others). With ``check``, a limit no architecture meets is one line."""
-    flops = registry.create("constraint", "flops", image_size=search.flops_image_size)
+    flops = registry.create("constraint", FLOPS_CONSTRAINT, image_size=search.flops_image_size)
     high = math.inf if search.flops_max is None else float(search.flops_max)
     limits = [Limit(flops, float(search.flops_min), high)]
     for name, (low, high, options) in parse_constraints(search.constraints).items():

@@ -21,6 +21,7 @@ process).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nasengine import registry
@@ -54,6 +55,8 @@ class Checked(Protocol):
     def task(self) -> Task: ...
     @property
     def pretrain_task(self) -> Task: ...
+    @property
+    def search_folder(self) -> Path: ...
 
 
 def check_run(run: Checked) -> None:
@@ -77,8 +80,11 @@ def check_run(run: Checked) -> None:
         )
     space = run.space  # unknown spaces and bad space options fail here
     check_space_once(space, detection=True, flops_image_size=config.search.flops_image_size)
-    with torch_threads(config.threads):  # a latency table is measured under the run's threads, as the ranks will
-        limits = run_limits(space, config.search, input_size=input_size(run.task, config.search))  # every limit met
+    # every limit meets the space: what a constraint measures (a latency table) is read back from a resumed run's
+    # search folder, else measured (and cached) under the run's threads, as the ranks will
+    kept = run.search_folder if run.search_folder.is_dir() else None
+    with torch_threads(config.threads):
+        limits = run_limits(space, config.search, input_size=input_size(run.task, config.search), folder=kept)
     if config.retrain_baseline:
         warn_if_the_baseline_is_outside(space, limits)
     registry.create(

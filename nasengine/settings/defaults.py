@@ -20,6 +20,7 @@ DEFAULT_PRETRAIN_TASK = "fashion-mnist"  # the classification task of supernet p
 DEFAULT_STRATEGY = "evolution"
 RANDOM_STRATEGY = "random"  # uniformly random legal architectures: the random baseline, the comparison search
 DEFAULT_PRESET = "demo"
+FLOPS_CONSTRAINT = "flops"  # the constraint every search has, its limits in search.flops_min / search.flops_max
 DETECTION_TASKS = ("coco-fpn", "coco-retinanet", "voc-fpn", "voc-retinanet")  # the built-in detection tasks
 
 
