@@ -54,9 +54,11 @@ def architectures(space: Space, count: int, seed: int = 1) -> list[tuple[str, Ar
     return archs
 
 
-def onnx_latencies(space: Space, archs: Sequence[Arch], image_size: int, batch: int, threads: int) -> list[float]:
+def onnx_latencies(
+    space: Space, archs: Sequence[Arch], image_size: int, batch: int, threads: int, timing: Timing, passes: int
+) -> list[float]:
     """Milliseconds per run of each exported backbone under onnxruntime (CPU, ``threads`` intra-op threads),
-    timed in interleaved rounds like the table."""
+    each timed alone in ``passes`` passes through them all, as the torch networks are."""
     import onnxruntime
 
     from nasengine.export import FeatureMaps
@@ -75,7 +77,11 @@ def onnx_latencies(space: Space, archs: Sequence[Arch], image_size: int, batch: 
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             feed = {"images": example.numpy()}
             calls.append(lambda session=session, feed=feed: session.run(None, feed))
-        return time_calls(calls, torch.device("cpu"), Timing())
+        times: list[list[float]] = [[] for _ in calls]
+        for _ in range(passes):
+            for index, call in enumerate(calls):
+                times[index].append(time_calls([call], torch.device("cpu"), timing)[0])
+        return [timing.reduce(values) for values in times]
 
 
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
@@ -100,9 +106,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     archs = [arch for _, arch in named]
     with torch.random.fork_rng(devices=[]):
         networks = [space.build_network(arch) for arch in archs]
+    timing = Timing(warmup=5, rounds=args.rounds, number=args.number)
     started = time.perf_counter()
-    measured = time_networks(networks, args.image_size, args.batch, device, Timing())
+    measured = time_networks(networks, args.image_size, args.batch, device, timing, passes=args.passes)
     measure_seconds = time.perf_counter() - started
+    again = time_networks(networks, args.image_size, args.batch, device, timing, passes=args.passes)
     predicted = [table.latency(arch) for arch in archs]
     flops = [cost_of(space, arch).flops for arch in archs]
     results: dict[str, Any] = {
@@ -113,15 +121,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "device": table.info["device_name"],
         "table_seconds": round(build_seconds, 1),
         "measure_seconds": round(measure_seconds, 1),
+        "timing": f"{timing.describe()}, over {args.passes} passes through all networks",
         "overhead_ms": table.overhead_ms,
         "archs": [
-            {"name": name, "arch": list(arch), "predicted_ms": p, "measured_ms": m, "flops": f}
-            for (name, arch), p, m, f in zip(named, predicted, measured, flops)
+            {"name": name, "arch": list(arch), "predicted_ms": p, "measured_ms": m, "measured_again_ms": a, "flops": f}
+            for (name, arch), p, m, a, f in zip(named, predicted, measured, again, flops)
         ],
     }
     if args.onnx:
         started = time.perf_counter()
-        ort = onnx_latencies(space, archs, args.image_size, args.batch, torch.get_num_threads())
+        ort = onnx_latencies(space, archs, args.image_size, args.batch, torch.get_num_threads(), timing, args.passes)
         results["onnx_seconds"] = round(time.perf_counter() - started, 1)
         for record, value in zip(results["archs"], ort):
             record["onnxruntime_ms"] = value
@@ -140,6 +149,19 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str,
     targets = [("torch eager", "measured_ms")]
     if "onnxruntime_ms" in records[0]:
         targets.append(("onnxruntime", "onnxruntime_ms"))
+    again = [r["measured_again_ms"] for r in records]
+    measured_first = [r["measured_ms"] for r in records]
+    median, largest = errors(again, measured_first)
+    rows.append(
+        (
+            "torch eager",
+            "the same, measured again",
+            agreement_cells(again, measured_first)[1],
+            f"{median:.1f}%",
+            f"{largest:.1f}%",
+            "(the ceiling)",
+        )
+    )
     for target, key in targets:
         measured = [r[key] for r in records]
         rho = rank_correlation(predicted, measured)
@@ -163,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--archs", type=int, default=50, help="random architectures beside the named ones")
     parser.add_argument("--onnx", action="store_true", help="also time each exported backbone under onnxruntime")
+    parser.add_argument("--passes", type=int, default=8, help="passes through all networks (the minimum is kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per network and pass")
+    parser.add_argument("--number", type=int, default=3, help="calls per round")
     add_out_argument(parser, "latency")
     args = parser.parse_args(argv)
     with torch_threads(args.threads):
@@ -173,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         title=(
             f"{results['space']} at {results['image_size']}px, batch {results['batch']}, {results['threads']} thread(s), "
             f"{results['device']}: {len(records)} backbones, {min(measured):.2f}-{max(measured):.2f} ms measured; "
-            f"table built in {results['table_seconds']} s (overhead {results['overhead_ms']:.2f} ms)"
+            f"table built in {results['table_seconds']} s (overhead {results['overhead_ms']:.2f} ms); networks timed "
+            f"{results['timing']}"
         )
     )
     for column in ("target", "predictor", "Spearman (p)", "median |error|", "largest |error|", "aims (>= 0.9, <= 10%)"):

@@ -272,10 +272,21 @@ def test_a_run_under_latency_records_and_checks_it(latency_run):
     assert 0 < best["measured"]["latency"] and best["measured"]["flops"] == best["flops"]
     summary = read_json(latency_run / "report" / "summary.json")["constraints"]
     assert summary["limits"]["latency"]["max"] == 40 and summary["retrained"]["best"]["latency"]["within"]
-    assert set(summary["same_cost"]) == {"flops", "latency"}
+    assert -1 <= summary["flops_rank_agreement"]["latency"] <= 1
     text = (latency_run / "report" / "summary.md").read_text()
-    assert "## Constraints" in text and "latency_vs_score.png" in text and "same-latency winners" in text
+    assert "## Constraints" in text and "latency_vs_score.png" in text and "FLOPs and latency rank" in text
     assert (latency_run / "report" / "latency_vs_score.png").is_file()
+
+
+def test_the_report_costs_another_runs_winner_as_this_run_does(latency_run, smoke_run, tmp_path):
+    run = Path(shutil.copytree(latency_run, tmp_path / "run"))
+    result = CliRunner().invoke(cli, ["report", str(run), "--compare", str(smoke_run)])
+    assert result.exit_code == 0, result.output
+    compare = read_json(run / "report" / "summary.json")["compare"]
+    other = read_json(smoke_run / "search" / "best.json")
+    assert compare["costs"]["flops"] == other["flops"] and compare["costs"]["latency"] > 0
+    text = (run / "report" / "summary.md").read_text()
+    assert f"The winner beside `{smoke_run}`'s, both costed as this run's search costs them" in text
 
 
 def test_show_and_export_say_the_limits(latency_run, tmp_path):

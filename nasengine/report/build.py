@@ -29,7 +29,7 @@ from nasengine.arch import format_arch
 from nasengine.errors import NasEngineError
 from nasengine.protocol import distributed
 from nasengine.report.arch_figure import Layout, plot_architectures, space_layout
-from nasengine.report.constraints import collect_constraints, draw_cost_figures
+from nasengine.report.constraints import collect_constraints, compared_costs, draw_cost_figures
 from nasengine.report.figures import (
     plot_flops_vs_score,
     plot_random_models,
@@ -176,6 +176,10 @@ def write_report(
             "search_on": other_config.search.on,
             **found_architecture(other, other_config),
         }
+        if summary.get("constraints"):  # the other winner costed as this run's search costs its candidates
+            costs = compared_costs(directory, configuration.load(layout.config), summary["compare"]["arch"])
+            if costs is not None:
+                summary["compare"]["costs"] = costs
     if distributed.is_main():
         out = layout.report
         write_json(summary, out / SUMMARY)

@@ -58,7 +58,6 @@ def collect_constraints(
             }
             for name in limits
         }
-    same_cost = _same_cost_winners(history, retrain.get("best"), list(limits))
     table = RunLayout(directory).folder("search") / "latency_table.json"
     return {
         "limits": {
@@ -76,7 +75,7 @@ def collect_constraints(
             }
             for label, costs in retrained.items()
         },
-        "same_cost": same_cost,
+        "flops_rank_agreement": _rank_agreement(history, list(limits)),
         "latency_table": _table_info(table) if table.is_file() else None,
     }
 
@@ -93,23 +92,40 @@ def _table_info(path: Path) -> dict[str, Any]:
     return {key: data.get(key) for key in keys}
 
 
-def _same_cost_winners(
-    history: Sequence[Mapping[str, Any]], winner: Mapping[str, Any] | None, names: Sequence[str]
-) -> dict[str, Any]:
-    """For each constraint, the best candidate of the history that costs no more than the winner under it alone
-    (the same-FLOPs winner, the same-latency winner): where they differ, the two costs rank networks apart."""
-    if winner is None or not history or "costs" not in history[0]:
+def _rank_agreement(history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, float]:
+    """Spearman's rank correlation of FLOPs with each other constraint's cost over the evaluated candidates: how
+    differently the two order the same networks (1: alike, so FLOPs would have chosen the same)."""
+    from scipy.stats import spearmanr
+
+    if len(history) < 3 or "costs" not in history[0]:
         return {}
-    costs = winner.get("costs") or {}
+    flops = [r["flops"] for r in history]
     found = {}
     for name in names:
-        if name not in costs:
-            continue
-        fitting = [r for r in history if not math.isnan(r["score"]) and r["costs"].get(name, math.inf) <= costs[name]]
-        if fitting:
-            best = max(fitting, key=lambda r: r["score"])
-            found[name] = {"arch": best["arch"], "score": best["score"], "costs": best["costs"]}
+        values = [r["costs"].get(name, math.nan) for r in history]
+        if name != "flops" and len(set(values)) > 1 and len(set(flops)) > 1:
+            found[name] = round(float(spearmanr(flops, values).statistic), 3)
     return found
+
+
+def compared_costs(directory: Path, config: RunConfig, arch: Sequence[int]) -> dict[str, float] | None:
+    """``arch``'s costs under this run's constraints as its search saw them (a latency from the table kept in its
+    search folder), for another run's winner set beside this one's; None before the search finished."""
+    from nasengine.protocol.limits import input_size, run_limits
+
+    layout = RunLayout(directory)
+    search = layout.folder("search")
+    if not layout.done("search").is_file():  # a finished search keeps whatever its constraints measured
+        return None
+    space = registry.create("space", config.space, **config.space_options)
+    task = registry.create("task", config.task, **config.task_options)
+    try:
+        limits = run_limits(
+            space, config.search, input_size=input_size(task, config.search), folder=search, check=False
+        )
+    except NasEngineError:
+        return None
+    return limits.costs(tuple(arch))
 
 
 def draw_cost_figures(

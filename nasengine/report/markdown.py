@@ -186,22 +186,41 @@ def constraints_section(summary: Mapping[str, Any], figures: Mapping[str, Path])
     if rows:
         lines += ["The retrained networks, measured on the real network after retraining:", ""]
         lines += table(("network", "constraint", "predicted", "measured", "limit", "within"), rows)
-    same = constraints.get("same_cost") or {}
-    formats = {name: cost_formatter(name, bounds.get("options", {})) for name, bounds in constraints["limits"].items()}
-    if same:
+    agreement = constraints.get("flops_rank_agreement") or {}
+    for name, rho in agreement.items():
         lines += [
-            "The best candidate of the search at no more than the winner's cost under each constraint alone "
-            "(the same-FLOPs and same-latency winners):",
+            f"Over the {summary.get('candidates_evaluated', 'evaluated')} candidates, FLOPs and {name} rank the "
+            f"networks with Spearman's ρ = {rho:+.2f} (1: FLOPs alone would order them alike).",
             "",
         ]
-        lines += table(
-            ("at the winner's", "architecture", "search score", *names),
+    compare = summary.get("compare")
+    if compare and compare.get("costs"):
+        formats = {
+            name: cost_formatter(name, bounds.get("options", {})) for name, bounds in constraints["limits"].items()
+        }
+        best = summary.get("search_best") or {}
+        tested = (summary.get("retrain") or {}).get(SEARCHED, {})
+        rows = [
             [
-                [name, f"`{compact_arch(entry['arch'])}`", score(entry["score"])]
-                + [formats[other](entry["costs"][other]) if other in entry["costs"] else "" for other in names]
-                for name, entry in same.items()
+                f"this run ({' and '.join(b['text'] for b in constraints['limits'].values())})",
+                f"`{compact_arch(best.get('arch', tested.get('arch', [])))}`",
+                *(formats[n](best.get("costs", tested.get("costs", {})).get(n, math.nan)) for n in names),
+                score(best.get("score")),
+                score((tested.get("test") or {}).get("score")),
             ],
-        )
+            [
+                f"`{compare['run']}`",
+                f"`{compact_arch(compare['arch'])}`",
+                *(formats[n](compare["costs"][n]) if n in compare["costs"] else "" for n in names),
+                score(compare.get("score")),
+                score((compare.get("test") or {}).get("score")),
+            ],
+        ]
+        lines += [
+            f"The winner beside `{compare['run']}`'s, both costed as this run's search costs them:",
+            "",
+        ]
+        lines += table(("run", "architecture", *names, "search score", "test score"), rows)
     for name in names[1:]:  # FLOPs have their figure in the search section
         caption = (
             f"Every candidate's {name} (as the search predicted it) against its search-split score, the Pareto "
