@@ -797,9 +797,9 @@ def latency_build(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(table.to_json(), out)
     low, high = table.latency_range()
-    print_(f"latency table: {table.describe()}")
+    print_(f"latency table: {table.describe()}", soft_wrap=True)
     print_(f"the space spans {low:.2f} to {high:.2f} ms (whole-network overhead {table.overhead_ms:+.2f} ms)")
-    print_(f"written to {out}; search under it with --latency-table {out} --latency-max MS")
+    print_(f"written to {out}; search under it with --latency-table {out} --latency-max MS", soft_wrap=True)
 
 
 @latency.command("measure")

@@ -264,7 +264,7 @@ class LatencyTable:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatencyTable:
-        info = {k: v for k, v in data.items() if k not in ("format", "fixed_ms", "overhead_ms", "ms")}
+        info = {k: v for k, v in data.items() if k not in ("fixed_ms", "overhead_ms", "ms")}
         ms = [[float(v) for v in row] for row in data["ms"]]
         return cls(ms, float(data["fixed_ms"]), float(data["overhead_ms"]), info)
 
