@@ -212,11 +212,17 @@ def test_flops_lookup_agrees_with_the_trace_and_restores_threads_and_cache(capsy
 
 def test_latency_bench_compares_the_table_with_whole_networks(tmp_path, capsys):
     threads = torch.get_num_threads()
-    latency.main(["--archs", "3", "--image-size", "32", "--onnx", "--out", str(tmp_path)])
+    latency.main(["--archs", "3", "--image-size", "32", "--onnx", "--passes", "2", "--out", str(tmp_path)])
     printed = flat(capsys.readouterr().out)
     assert "shufflenet-small at 32px, batch 1, 1 thread(s)" in printed and "8 backbones" in printed
-    assert "torch eager latency table" in printed and "torch eager FLOPs" in printed
-    assert "onnxruntime latency table" in printed
+    rows = re.findall(r"(torch eager|onnxruntime) │ (latency table|FLOPs|the same, measured again)", printed)
+    assert set(rows) == {
+        ("torch eager", "the same, measured again"),
+        ("torch eager", "latency table"),
+        ("torch eager", "FLOPs"),
+        ("onnxruntime", "latency table"),
+        ("onnxruntime", "FLOPs"),
+    }
     results = read_json(tmp_path / "results.json")
     assert len(results["archs"]) == 8 and results["archs"][0]["name"] == "detnas-coco-fpn-300m"
     assert all(r["measured_ms"] > 0 and r["onnxruntime_ms"] > 0 and r["predicted_ms"] > 0 for r in results["archs"])
