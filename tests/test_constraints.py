@@ -313,7 +313,9 @@ def test_a_search_under_latency_resumes_to_the_same_history(latency_run, tmp_pat
     assert result.exit_code == 0, result.output
 
     def stable(path):
-        return [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in path.read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in path.read_text().splitlines()
+        ]
 
     assert stable(history) == stable(latency_run / "search" / "history.jsonl")
 
