@@ -28,10 +28,9 @@ from nasengine.latency import (
     time_networks,
     torch_threads,
 )
+from nasengine.rundir.layout import LATENCY_TABLE
 from nasengine.rundir.records import read_json, write_json
 
-PINNED = "latency_table.json"
-"""The run's copy of the table, in the search folder."""
 MEASURE_PASSES = 6
 """Passes over a network timed alone (about 4 s at the demo's 7 ms): on a shared machine a slower spell lasts
 seconds (measured here: +50% for 2 s), and the minimum must reach past it."""
@@ -78,7 +77,7 @@ class LatencyConstraint(Constraint):
 
     def prepare(self, space: Space, *, input_size: int, folder: Path | None = None) -> None:
         size = self.image_size or input_size
-        pinned = Path(folder) / PINNED if folder is not None else None
+        pinned = Path(folder) / LATENCY_TABLE if folder is not None else None
         if pinned is not None and pinned.is_file():
             read_json(pinned)  # checked against the search's manifest once the search is done
             self.table = read_table(pinned, space)

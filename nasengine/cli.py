@@ -811,6 +811,7 @@ def latency_measure(run_dir: str) -> None:
 
     from nasengine.latency import device_name
     from nasengine.protocol.engine import Run
+    from nasengine.rundir.layout import LATENCY_TABLE
     from nasengine.rundir.manifest import verify_run
     from nasengine.rundir.retrained import load_retrained, retrained_entries
 
@@ -819,7 +820,7 @@ def latency_measure(run_dir: str) -> None:
     run = Run.open(directory)
     if "latency" not in run.config.search.constraints:
         raise NasEngineError(f"{directory} searched without a latency limit; its networks have no latency table")
-    if not (run.layout.folder("search") / "latency_table.json").is_file():
+    if not (run.layout.folder("search") / LATENCY_TABLE).is_file():
         raise NasEngineError(f"{directory} has no latency table yet: its search has not started (nasengine search)")
     limit = run.limits["latency"]
     entries = retrained_entries(directory)

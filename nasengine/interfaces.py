@@ -1,8 +1,8 @@
 """The contract between the engine and its plugins: ``Space``, ``Task``, ``Strategy`` and ``Constraint``.
 
 A plugin subclasses one of these and is registered under the matching entry-point group
-(``nasengine.spaces``, ``nasengine.tasks``, ``nasengine.strategies``). The engine only ever talks to
-these methods, so a new space needs no strategy code and a new task needs no space code.
+(``nasengine.spaces``, ``nasengine.tasks``, ``nasengine.strategies``, ``nasengine.constraints``). The engine only
+ever talks to these methods, so a new space needs no strategy code and a new task needs no space code.
 
 The rules every plugin keeps are written on the classes below; in short:
 
@@ -370,6 +370,8 @@ class Constraint(ABC):
 
     The rules (``nasengine.testing.check_constraint`` checks them all):
 
+    - the constructor measures nothing (a run builds its constraints to check their options before anything
+      is written); heavy work belongs in ``prepare``;
     - ``name``, ``unit`` (shown after every value: ``"MACs"``, ``"ms"``) and ``description`` are set;
     - ``cost(space, arch)`` is a finite number >= 0 and, within a run, a function of ``arch`` alone: the same
       answer on every call, in every process and after a resume. A cost that is measured (a timing) is

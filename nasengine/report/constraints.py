@@ -15,7 +15,7 @@ from nasengine import registry
 from nasengine.errors import NasEngineError
 from nasengine.protocol.limits import configured_limits
 from nasengine.report.figures import plot_cost_vs_score
-from nasengine.rundir.layout import RunLayout
+from nasengine.rundir.layout import LATENCY_TABLE, RunLayout
 from nasengine.rundir.records import read_json
 from nasengine.settings.config import RunConfig
 
@@ -58,7 +58,7 @@ def collect_constraints(
             }
             for name in limits
         }
-    table = RunLayout(directory).folder("search") / "latency_table.json"
+    table = RunLayout(directory).folder("search") / LATENCY_TABLE
     return {
         "limits": {
             name: {

@@ -30,6 +30,7 @@ CHECKPOINT = "checkpoint.pt"  # a training phase's resumable state
 LOG = "log.jsonl"  # a training phase's loss, learning rate and speed per iteration
 HISTORY = "history.jsonl"  # a search's evaluated candidates
 BEST = "best.json"  # a search's winner
+LATENCY_TABLE = "latency_table.json"  # in the search folder: the latency table the search costed candidates with
 SUPERNET = "supernet.pt"  # a supernet phase's trained weights
 TEST = "test.json"  # a standalone network's test metrics
 ARCH_FILE = "arch.json"  # the architecture a standalone network's folder trains
