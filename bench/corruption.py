@@ -1,10 +1,11 @@
 """Damage a finished run file by file and see whether each command notices: the corruption matrix.
 
-    python -m bench.corruption [--preset smoke] [--reference RUN] [--files GLOB,...] [--jobs 2]
+    python -m bench.corruption [--preset smoke] [--set KEY=VALUE ...] [--reference RUN] [--files GLOB,...] [--jobs 2]
                                [--out runs/bench/corruption]
 
-A finished ``nasengine run`` (``reference/run``: made with ``--preset``, or a copy of ``--reference``, a
-finished run of that preset) is copied once per case; in the copy one file is damaged
+A finished ``nasengine run`` (``reference/run``: made with ``--preset`` and any ``--set`` settings, e.g.
+``--set search.constraints.latency.max=40`` for a run under latency, or a copy of ``--reference``, a finished run
+of them) is copied once per case; in the copy one file is damaged
 one way — ``flip`` (one byte in the middle XOR 1), ``half`` (cut to half its length), ``empty`` (0 bytes)
 or ``delete`` — and one command runs on it as a user would: ``resume`` (the same ``nasengine run`` again),
 ``show``, ``report`` or ``export`` (safetensors of the retrained winner). Every file of the run is damaged
@@ -66,9 +67,10 @@ def damage(path: Path, how: str) -> None:
     path.write_bytes(data)
 
 
-def command_line(command: str, run: Path, preset: str) -> list[str]:
+def command_line(command: str, run: Path, preset: Sequence[str]) -> list[str]:
+    """The ``nasengine`` command line of ``command`` on ``run``; ``preset``: the options the run was made with."""
     arguments = {
-        "resume": ["run", "--preset", preset, "--out", str(run), "--quiet"],
+        "resume": ["run", *preset, "--out", str(run), "--quiet"],
         "show": ["show", str(run)],
         "report": ["report", str(run)],
         "export": ["export", str(run), "--format", "safetensors", "--image-size", "64"],
@@ -95,7 +97,7 @@ class Hints:
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def works(self, key: tuple[str, str, str], reference: Path, case: Path, hint: str, preset: str) -> bool:
+    def works(self, key: tuple[str, str, str], reference: Path, case: Path, hint: str, preset: Sequence[str]) -> bool:
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -108,7 +110,7 @@ class Hints:
 
 
 def run_case(
-    reference: Path, case: Path, name: str, how: str, command: str, preset: str, hints: Hints
+    reference: Path, case: Path, name: str, how: str, command: str, preset: Sequence[str], hints: Hints
 ) -> dict[str, str]:
     """Damage ``name`` of a copy of ``reference`` at ``case`` by ``how``, run ``command`` on it, classify."""
     shutil.copytree(reference, case)
@@ -147,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="smoke", help="the preset of the damaged run (default smoke)")
     parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a setting of the damaged run"
+    )
+    parser.add_argument(
         "--files", default="*", help="damage only the run's files matching these globs (comma-separated)"
     )
     parser.add_argument("--damages", default=",".join(DAMAGES), help=f"comma-separated, of {', '.join(DAMAGES)}")
@@ -164,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = args.out / "reference" / "run"
     if args.reference is not None:
         shutil.copytree(args.reference, reference, ignore=shutil.ignore_patterns(LOCK_NAME))
-    made = execute(command_line("resume", reference, args.preset))  # makes it, or checks that the copy is finished
+    run_options = ["--preset", args.preset, *(part for setting in args.settings for part in ("--set", setting))]
+    made = execute(command_line("resume", reference, run_options))  # makes it, or checks that the copy is finished
     if made.returncode != 0:
         raise SystemExit(f"the reference run failed: {made.stderr.strip()[-500:]}")
     names = sorted(
@@ -181,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def one(index: int) -> dict[str, str]:
         name, how, command = plan[index]
         case = args.out / "cases" / f"{index:04d}" / "run"
-        return run_case(reference, case, name, how, command, args.preset, hints)
+        return run_case(reference, case, name, how, command, run_options, hints)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         cases = []
