@@ -133,6 +133,9 @@ def run_nasengine(arguments: Sequence[str], log: Path, *, bench: str) -> str | N
 # --- comparing two run directories (bench.faults, bench.corruption) ------------------------------------------
 MANIFEST = {FILES, INPUTS, SELF}
 WALL_CLOCK = {"seconds", "calib_seconds", "score_seconds", "images_per_s", "img/s", "teacher_seconds"}
+# a retrained network's measured costs hold timings (its latency, timed on the machine after retraining), and the
+# report's verdict on them and their text follow them
+TIMED = {"measured", "within"}
 SKIPPED = {LOCK_NAME}
 
 
@@ -140,7 +143,7 @@ def comparable(value: Any) -> Any:
     """``value`` without wall-clock fields, at any depth, nor a ``done.json``'s manifest: its SHA-256s cover
     wall-clock fields too (each file it lists is compared on its own)."""
     if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK | MANIFEST}
+        return {k: comparable(v) for k, v in value.items() if k not in WALL_CLOCK | MANIFEST | TIMED}
     if isinstance(value, list):
         return [comparable(v) for v in value]
     return value
@@ -166,10 +169,18 @@ PHASE_TIMES_HEADER = "| phase | work | seconds |"  # report/summary.md's table o
 
 
 def comparable_markdown(text: str) -> str:
-    """``text`` with the seconds column of the phase-time table blanked (every other line as it is)."""
-    lines, in_table = [], False
+    """``text`` with the seconds column of the phase-time table, and the timed columns of the constraints
+    table (``measured``, ``within``), blanked (every other line as it is)."""
+    lines, in_table, timed = [], False, []
     for line in text.splitlines():
         in_table = line == PHASE_TIMES_HEADER or (in_table and line.startswith("|"))
+        if line.startswith("| network | constraint |"):
+            timed = [i for i, cell in enumerate(line.split("|")) if cell.strip() in TIMED]
+        elif not line.startswith("|"):
+            timed = []
+        if timed and not line.startswith("|--"):
+            cells = line.split("|")
+            line = "|".join(" " if i in timed else cell for i, cell in enumerate(cells))
         lines.append(line.rsplit("|", 2)[0] + "| |" if in_table and not line.startswith("|--") else line)
     return "\n".join(lines)
 

@@ -82,3 +82,24 @@ def test_chosen_names_must_be_known():
     assert common.chosen(parser, "--tasks", "a,c", ["a", "b", "c"]) == ["a", "c"]
     with pytest.raises(SystemExit):
         common.chosen(parser, "--tasks", "a,x", ["a", "b"])
+
+
+def test_timed_costs_are_compared_like_wall_clock_fields():
+    from bench.common import comparable, comparable_markdown
+
+    record = {"arch": [0], "costs": {"latency": 7.05}, "measured": {"latency": 5.59}, "within": True}
+    assert comparable(record) == {"arch": [0], "costs": {"latency": 7.05}}
+    page = "\n".join(
+        [
+            "| network | constraint | predicted | measured | limit | within |",
+            "|---|---|---|---|---|---|",
+            "| best | latency | {predicted} | {measured} | ≤ 7.50 ms | yes |",
+            "",
+            "| a | b |",
+            "| 1 | 2 |",
+        ]
+    )
+    one = comparable_markdown(page.format(predicted="7.05 ms", measured="5.59 ms"))
+    assert one == comparable_markdown(page.format(predicted="7.05 ms", measured="6.18 ms"))
+    assert one != comparable_markdown(page.format(predicted="7.15 ms", measured="5.59 ms"))
+    assert one.endswith("| 1 | 2 |")
