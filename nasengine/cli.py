@@ -360,11 +360,11 @@ def _launch_options(function):
     return function
 
 
-def _launched(directory: Path, config, kw: dict[str, Any]) -> bool:
+def _launched(directory: Path, config, kw: dict[str, Any], redo: str | None = None) -> bool:
     """Start this very command as the run's ranks (then True: the caller is done) unless this process is one of
     them or the run has one process. The layout is the run's (``procs`` and ``threads`` in its config.toml)
     or, for a new run, what was asked for or the machine's default; a conflicting one, and any input the run's
-    checks refuse, is one line here, before any rank starts."""
+    checks refuse, is one line here, before any rank starts. ``redo``: the phase the command redoes."""
     from nasengine import launch
     from nasengine.protocol.engine import Run, settle_config
     from nasengine.settings import config as configuration
@@ -380,7 +380,7 @@ def _launched(directory: Path, config, kw: dict[str, Any]) -> bool:
     if config.threads is None:
         config.threads = saved.threads if saved is not None else launch.default_threads(config.procs // how.nodes)
     settle_config(Path(directory), config)
-    Run(directory, config).check()  # bad input is one line here, not one per rank after the launch
+    Run(directory, config).check(redo)  # bad input is one line here, not one per rank after the launch
     launch.launch(sys.argv[1:], config.procs, config.threads, how)
     return True
 
@@ -461,9 +461,9 @@ def run(out_dir: str | None, arch: str | None, redo: str | None, quiet: bool, **
     directory = out_dir or _default_out(config)
     space = registry.create("space", config.space, **config.space_options)
     parsed = parse_arch(arch, space.choices, space.named) if arch else None
-    if _launched(Path(directory), config, kw):
+    if _launched(Path(directory), config, kw, redo):
         return
-    run_ = Run.create(directory, config)
+    run_ = Run.create(directory, config, redo)
     if redo:
         run_.redo(redo)
     out.log(f"run directory: {run_.dir}")
@@ -484,9 +484,9 @@ def _phase_command(phase: str, help_text: str):
         run_ = Run.open(run_dir)
         arch = kw.get("arch")
         parsed = parse_arch(arch, run_.space.choices, run_.space.named) if arch else None
-        if _launched(run_.dir, run_.config, kw):
+        if _launched(run_.dir, run_.config, kw, phase if redo else None):
             return
-        run_.start()
+        run_.start(phase if redo else None)
         if redo:
             run_.redo(phase)
         if phase == "retrain":
@@ -534,9 +534,10 @@ def search(run_dir: str, strategy: str | None, budget_like: str | None, redo: bo
 
     out.set_quiet(quiet)
     run_ = Run.open(run_dir)
-    if _launched(run_.dir, run_.config, kw):
+    redoing = "search" if redo and strategy is None else None
+    if _launched(run_.dir, run_.config, kw, redoing):
         return
-    run_.start()
+    run_.start(redoing)
     if strategy is None:
         if budget_like is not None:
             raise NasEngineError(

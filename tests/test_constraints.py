@@ -40,6 +40,13 @@ def fast_table(space) -> LatencyTable:
     return build_table(space, 32, timing=FAST, overhead_networks=2)
 
 
+def timeless(history: Path) -> list[dict]:
+    """A history's records without their seconds (wall clock)."""
+    return [
+        {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in history.read_text().splitlines()
+    ]
+
+
 def one_line(excinfo) -> str:
     text = str(excinfo.value)
     assert "\n" not in text
@@ -312,12 +319,7 @@ def test_a_search_under_latency_resumes_to_the_same_history(latency_run, tmp_pat
     result = CliRunner().invoke(cli, ["search", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
 
-    def stable(path):
-        return [
-            {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in path.read_text().splitlines()
-        ]
-
-    assert stable(history) == stable(latency_run / "search" / "history.jsonl")
+    assert timeless(history) == timeless(latency_run / "search" / "history.jsonl")
 
 
 def test_an_unreachable_latency_limit_is_refused_before_the_run(tmp_path):
@@ -420,3 +422,17 @@ def test_a_third_party_constraint_constrains_a_smoke_run(plugin_path, tmp_path, 
     assert history and all(record["costs"]["activations"] <= limit for record in history)
     assert read_json(out / "retrain" / "best" / "test.json")["costs"]["activations"] <= limit
     assert "activations ≤" in (out / "report" / "summary.md").read_text()
+
+
+def test_a_damaged_kept_table_is_refused_and_its_hint_works(latency_run, tmp_path):
+    run = Path(shutil.copytree(latency_run, tmp_path / "run"))
+    table = run / "search" / "latency_table.json"
+    table.write_text(table.read_text().replace('"ms"', '"mz"'))
+    refused = CliRunner().invoke(cli, ["search", str(run), "--quiet"])
+    message = " ".join(str(refused.exception or refused.output).split())
+    assert refused.exit_code != 0 and "latency_table.json" in message
+    assert f"nasengine search {run} --redo" in message
+    redone = CliRunner().invoke(cli, ["search", str(run), "--redo", "--quiet"])
+    assert redone.exit_code == 0, redone.output
+    assert read_json(table)["ms"] == read_json(latency_run / "search" / "latency_table.json")["ms"]  # the cached one
+    assert timeless(run / "search" / "history.jsonl") == timeless(latency_run / "search" / "history.jsonl")

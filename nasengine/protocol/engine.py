@@ -68,21 +68,22 @@ class Run:
         self.config = config
         self.device = distributed.setup()
         self._lock: RunLock | None = None
+        self._redo: str | None = None  # the phase a command is about to redo (start)
 
     @classmethod
-    def create(cls, directory: str | Path, config: RunConfig) -> Run:
+    def create(cls, directory: str | Path, config: RunConfig, redo: str | None = None) -> Run:
         """Start a run in ``directory``, or continue the one there if it has the same configuration.
 
         Everything is checked (:func:`nasengine.protocol.preflight.check_run`) before a new directory is made, and
         an existing one is locked before the checks (:meth:`start`); the run then holds the directory's lock
-        until the process ends.
+        until the process ends. ``redo``: the phase the caller redoes next (:meth:`start`).
         """
         directory = Path(directory)
         distributed.setup()  # the ranks are counted before the configuration is completed
         settle_config(directory, config)
         run = cls(directory, config)
         saved_path = run.layout.config
-        run.start()
+        run.start(redo)
         if distributed.is_main() and not saved_path.exists():
             configuration.save(config, saved_path)
         distributed.barrier()
@@ -98,16 +99,23 @@ class Run:
             )
         return cls(directory, configuration.load(path))
 
-    def check(self) -> None:
-        """Everything the run needs, checked before anything is trained (see :mod:`nasengine.protocol.preflight`)."""
+    def check(self, redo: str | None = None) -> None:
+        """Everything the run needs, checked before anything is trained (see :mod:`nasengine.protocol.preflight`);
+        ``redo``: the phase the command redoes (as :meth:`start`)."""
+        if redo is not None:
+            self._redo = redo
         check_run(self)
 
-    def start(self) -> None:
+    def start(self, redo: str | None = None) -> None:
         """Check everything and hold the directory for this process: an existing directory is claimed first, so
         a second writer is refused at once rather than after the checks; a new one only once they pass, so
         a refused run leaves nothing behind. The run's recorded ``threads`` become this process's, so a
         run resumed under another thread count continues exactly as it began; then the run's limits are
-        prepared (a latency table measured under those threads, or read back from the search folder)."""
+        prepared (a latency table measured under those threads, or read back from the search folder).
+
+        ``redo``: the phase the caller is about to redo (:meth:`redo`); when that deletes the search, what the
+        search folder keeps (a damaged latency table, say) is not read first."""
+        self._redo = redo
         self.check_layout()
         if self.dir.is_dir():
             self.claim()
@@ -116,7 +124,8 @@ class Run:
         if self.config.threads and self.config.threads != torch.get_num_threads():
             console.log(f"{self.dir}: {self.config.threads} torch threads, as the run began (results depend on it)")
             torch.set_num_threads(self.config.threads)
-        _ = self.limits  # every constraint prepared on every rank now, its table kept in the run, before any phase
+        if self.kept_folder is not None or not self.search_folder.exists():
+            _ = self.limits  # every constraint prepared on every rank now, its table kept in the run, before any phase
 
     def check_layout(self) -> None:
         """The run continues in as many processes as it began with (results depend on them: the batches are
@@ -165,7 +174,6 @@ class Run:
             if phase == "search":
                 removed += _remove(self.dir, ["search"])
                 removed += self._remove_boards(["search"])
-                self.__dict__.pop("limits", None)  # its table went with the folder: kept there again when asked
             else:
                 kept, deleted = _clear_phase(self.layout.folder(phase))
                 for name in deleted:
@@ -180,6 +188,8 @@ class Run:
             if removed:
                 console.log(f"redo {phase}: removed what depends on it: {', '.join(removed)}")
         distributed.barrier()
+        self.__dict__.pop("limits", None)  # a search folder removed took its kept table: kept there again when asked
+        self._redo = None
 
     def _remove_boards(self, patterns: Sequence[str]) -> list[str]:
         board = self.layout.tensorboard
@@ -212,6 +222,15 @@ class Run:
     @property
     def search_folder(self) -> Path:
         return self.layout.folder("search")
+
+    @property
+    def kept_folder(self) -> Path | None:
+        """The search folder, where constraints keep what they measured, when it exists and is not about to be
+        redone (``start(redo=...)``)."""
+        redo = self._redo
+        if redo is not None and (redo == "search" or "search" in REDO_DEPENDENTS.get(redo, ())):
+            return None
+        return self.search_folder if self.search_folder.is_dir() else None
 
     @cached_property
     def limits(self) -> Limits:

@@ -56,7 +56,7 @@ class Checked(Protocol):
     @property
     def pretrain_task(self) -> Task: ...
     @property
-    def search_folder(self) -> Path: ...
+    def kept_folder(self) -> Path | None: ...
 
 
 def check_run(run: Checked) -> None:
@@ -82,9 +82,10 @@ def check_run(run: Checked) -> None:
     check_space_once(space, detection=True, flops_image_size=config.search.flops_image_size)
     # every limit meets the space: what a constraint measures (a latency table) is read back from a resumed run's
     # search folder, else measured (and cached) under the run's threads, as the ranks will
-    kept = run.search_folder if run.search_folder.is_dir() else None
     with torch_threads(config.threads):
-        limits = run_limits(space, config.search, input_size=input_size(run.task, config.search), folder=kept)
+        limits = run_limits(
+            space, config.search, input_size=input_size(run.task, config.search), folder=run.kept_folder
+        )
     if config.retrain_baseline:
         warn_if_the_baseline_is_outside(space, limits)
     registry.create(
