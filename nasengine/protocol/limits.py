@@ -55,14 +55,6 @@ class Limit:
             return f"{self.name} ≤ {self.constraint.format(self.high)}"
         return f"{self.name} unlimited"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "min": self.low,
-            "max": self.high if math.isfinite(self.high) else None,
-            "unit": self.constraint.unit,
-            "options": self.constraint.options(),
-        }
-
 
 class Limits:
     """Every limit of a run on ``space``: ``legal(arch)``, ``costs(arch)``, one-line texts and checks."""
@@ -117,9 +109,6 @@ class Limits:
                 raise NasEngineError(
                     f"no architecture of {self.space.name} fits {limit.text()}: {spanned}; {_fix(limit.name)}"
                 )
-
-    def to_json(self) -> dict[str, Any]:
-        return {limit.name: limit.to_json() for limit in self.limits}
 
 
 def configured_limits(search: Any) -> dict[str, dict[str, Any]]:
